@@ -1,0 +1,233 @@
+"""Profiles, device choice and seeding.
+
+Every chapter reads its sizes from here, never from ad-hoc ``if`` branches in cells. One notebook
+runs at three budgets:
+
+========  ======================  ==============================================  ==========================
+profile   who                     data                                            budget
+========  ======================  ==============================================  ==========================
+``ci``    CI, nbval, make test    offline only: MNIST-5k, sklearn digits, 2-D toys <= 60 s a chapter, 2 cores
+``cpu``   a learner without GPU   offline MNIST-5k (torchvision data if online)    <= 10 min a chapter
+``gpu``   Colab / local GPU       torchvision MNIST, Fashion-MNIST, CIFAR-10       <= 20 min on a Colab T4
+========  ======================  ==============================================  ==========================
+
+The profile is ``$MINIDIFF_PROFILE`` when set, else ``gpu`` when CUDA is available, else ``cpu``.
+
+Example::
+
+    from minidiff import config
+    P = config.get_profile()          # frozen dataclass of sizes
+    print(config.banner("04_ddpm"))   # one line: profile, device, expected runtime
+    config.seed_everything(0)
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import warnings
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import Mapping
+
+import numpy as np
+import torch
+
+PROFILE_ENV = "MINIDIFF_PROFILE"
+DEVICE_ENV = "MINIDIFF_DEVICE"
+PROFILE_NAMES = ("ci", "cpu", "gpu")
+
+
+@dataclass(frozen=True)
+class ToyDiffusionConfig:
+    """Sizes for diffusion on a 2-D toy distribution (a time-conditioned MLP)."""
+
+    dataset: str = "moons"
+    n_points: int = 8192
+    T: int = 100
+    hidden: int = 128
+    depth: int = 3
+    batch: int = 512
+    steps: int = 1500
+    lr: float = 2e-3
+    n_samples: int = 2000
+
+
+@dataclass(frozen=True)
+class ImageDiffusionConfig:
+    """Sizes for DDPM on 28x28 digits with the compact U-Net.
+
+    ``steps`` is the step budget and ``max_seconds`` the wall-clock budget; training stops at
+    whichever comes first. ``n_samples`` images are generated for FID/KID.
+    """
+
+    dataset: str = "mnist5k"
+    T: int = 1000
+    schedule: str = "cosine"
+    prediction: str = "eps"
+    base_channels: int = 32
+    channel_mults: tuple[int, ...] = (1, 2, 2)
+    attention: bool = True
+    batch: int = 128
+    steps: int = 4000
+    max_seconds: float | None = None
+    lr: float = 2e-3
+    warmup: int = 100
+    ema_decay: float = 0.999
+    n_samples: int = 1000
+    sample_batch: int = 500
+
+
+@dataclass(frozen=True)
+class Profile:
+    """All sizes for one budget. Immutable: use :func:`dataclasses.replace` to experiment."""
+
+    name: str
+    description: str
+    toy: ToyDiffusionConfig
+    ddpm: ImageDiffusionConfig
+    # expected runtime of each chapter in this profile, for the banner
+    runtimes: Mapping[str, str] = field(default_factory=dict)
+    # max time (s) a chapter may take in this profile; checked by the notebook tests
+    chapter_budget_s: float = 600.0
+
+    def __post_init__(self):
+        object.__setattr__(self, "runtimes", MappingProxyType(dict(self.runtimes)))
+
+
+_PROFILES: dict[str, Profile] = {
+    "ci": Profile(
+        name="ci",
+        description="CI / quick check: offline data, tiny models, every chapter under 60 s on 2 CPU cores",
+        toy=ToyDiffusionConfig(n_points=4096, T=50, hidden=64, depth=2, batch=256, steps=500, lr=3e-3,
+                               n_samples=1000),
+        ddpm=ImageDiffusionConfig(
+            dataset="mnist5k", T=100, schedule="cosine", prediction="eps", base_channels=16,
+            channel_mults=(1, 2), attention=False, batch=64, steps=700, max_seconds=22.0, lr=3e-3,
+            warmup=30, ema_decay=0.99, n_samples=500, sample_batch=500,
+        ),
+        runtimes={"04_ddpm": "about 50 s on 2 CPU cores"},
+        chapter_budget_s=60.0,
+    ),
+    "cpu": Profile(
+        name="cpu",
+        description="a learner's laptop without GPU: offline MNIST-5k, minutes per chapter",
+        toy=ToyDiffusionConfig(n_points=8192, T=100, hidden=128, depth=3, batch=512, steps=2000, lr=2e-3,
+                               n_samples=2000),
+        ddpm=ImageDiffusionConfig(
+            dataset="mnist5k", T=400, schedule="cosine", prediction="eps", base_channels=32,
+            channel_mults=(1, 2), attention=False, batch=128, steps=6000, max_seconds=360.0, lr=2e-3,
+            warmup=100, ema_decay=0.995, n_samples=1000, sample_batch=500,
+        ),
+        runtimes={"04_ddpm": "about 9 min on 2 CPU cores"},
+        chapter_budget_s=600.0,
+    ),
+    "gpu": Profile(
+        name="gpu",
+        description="Colab / local GPU: full MNIST via torchvision, bigger U-Net, T = 1000",
+        toy=ToyDiffusionConfig(n_points=16384, T=200, hidden=256, depth=4, batch=1024, steps=4000, lr=1e-3,
+                               n_samples=4000),
+        ddpm=ImageDiffusionConfig(
+            dataset="mnist", T=1000, schedule="cosine", prediction="eps", base_channels=64,
+            channel_mults=(1, 2, 2), attention=True, batch=256, steps=12000, max_seconds=720.0, lr=1e-3,
+            warmup=500, ema_decay=0.999, n_samples=2000, sample_batch=1000,
+        ),
+        runtimes={"04_ddpm": "about 15 min on a Colab T4"},
+        chapter_budget_s=1200.0,
+    ),
+}
+
+
+def profile_name() -> str:
+    """The active profile's name: ``$MINIDIFF_PROFILE`` if set, else ``gpu`` with CUDA, else ``cpu``."""
+    name = os.environ.get(PROFILE_ENV, "").strip().lower()
+    if name:
+        if name not in _PROFILES:
+            raise ValueError(
+                f"{PROFILE_ENV}={name!r} is not a known profile; expected one of {', '.join(PROFILE_NAMES)}"
+            )
+        return name
+    return "gpu" if torch.cuda.is_available() else "cpu"
+
+
+def get_profile(name: str | None = None) -> Profile:
+    """Return the :class:`Profile` called ``name`` (default: the active one, see :func:`profile_name`)."""
+    if name is None:
+        name = profile_name()
+    if not isinstance(name, str) or name.lower() not in _PROFILES:
+        raise ValueError(f"unknown profile {name!r}; expected one of {', '.join(PROFILE_NAMES)}")
+    return _PROFILES[name.lower()]
+
+
+def device() -> torch.device:
+    """The device chapters compute on: ``$MINIDIFF_DEVICE`` if set, else CUDA, else MPS, else CPU."""
+    forced = os.environ.get(DEVICE_ENV, "").strip()
+    if forced:
+        try:
+            dev = torch.device(forced)
+        except RuntimeError as e:
+            raise ValueError(f"{DEVICE_ENV}={forced!r} is not a valid torch device: {e}") from None
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"{DEVICE_ENV}={forced!r} asks for CUDA but torch sees no CUDA device")
+        return dev
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def seed_everything(seed: int = 0, deterministic: bool = False) -> torch.Generator:
+    """Seed Python, NumPy and torch (CPU and CUDA). Returns a CPU ``torch.Generator`` seeded the same.
+
+    ``deterministic=True`` also asks torch for deterministic kernels (slower on GPU).
+    """
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        if torch.backends.cudnn.is_available():
+            torch.backends.cudnn.benchmark = False
+    g = torch.Generator()
+    g.manual_seed(seed)
+    return g
+
+
+def banner(chapter: str | None = None, profile: Profile | None = None) -> str:
+    """One line for the top of a notebook: profile, device, torch version and expected runtime.
+
+    Warns (``UserWarning``) when a GPU-sized profile would run on a CPU.
+    """
+    p = profile or get_profile()
+    dev = device()
+    runtime = p.runtimes.get(chapter, "not stated for this chapter") if chapter else None
+    if p.name == "gpu" and dev.type != "cuda":
+        warnings.warn(
+            "profile 'gpu' is selected but no CUDA device is available: this chapter will be very slow. "
+            f"Set {PROFILE_ENV}=cpu (or pick a GPU runtime on Colab: Runtime > Change runtime type).",
+            stacklevel=2,
+        )
+    parts = [f"minidiff | profile={p.name}", f"device={dev}"]
+    if dev.type == "cuda":
+        parts[-1] += f" ({torch.cuda.get_device_name(dev)})"
+    parts.append(f"torch={torch.__version__}")
+    if runtime:
+        parts.append(f"expected runtime: {runtime}")
+    return " | ".join(parts)
+
+
+def with_overrides(profile: Profile, **sections) -> Profile:
+    """A copy of ``profile`` with some fields of its sections replaced, e.g.
+    ``with_overrides(P, ddpm={"steps": 100})``."""
+    updates = {}
+    for section, fields in sections.items():
+        current = getattr(profile, section, None)
+        if current is None:
+            raise ValueError(f"profile has no section {section!r}")
+        updates[section] = replace(current, **fields)
+    return replace(profile, **updates)

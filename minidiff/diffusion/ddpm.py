@@ -1,0 +1,185 @@
+r"""Denoising diffusion probabilistic models (Ho et al. 2020): forward noising, the training
+objective and ancestral sampling. Chapter 04 derives every formula here.
+
+Equations (numbers are Ho et al. 2020 unless stated):
+
+- forward marginal, eq. 4: :math:`x_t = \sqrt{\bar\alpha_t}\,x_0 + \sqrt{1-\bar\alpha_t}\,\epsilon`,
+- posterior, eqs. 6-7: :math:`q(x_{t-1}\mid x_t,x_0) = \mathcal N(\tilde\mu_t, \tilde\beta_t I)`,
+  :math:`\tilde\mu_t = \frac{\sqrt{\bar\alpha_{t-1}}\beta_t}{1-\bar\alpha_t}x_0 + \frac{\sqrt{\alpha_t}(1-\bar\alpha_{t-1})}{1-\bar\alpha_t}x_t`,
+- simplified objective, eq. 14: :math:`L_\text{simple} = \mathbb E_{t,x_0,\epsilon}\|\epsilon - \epsilon_\theta(x_t,t)\|^2`,
+- ancestral step, eq. 11 / Algorithm 2:
+  :math:`x_{t-1} = \frac{1}{\sqrt{\alpha_t}}\big(x_t - \frac{\beta_t}{\sqrt{1-\bar\alpha_t}}\epsilon_\theta\big) + \sigma_t z`,
+  with :math:`\sigma_t^2 = \tilde\beta_t` ("fixed small") and no noise at the last step.
+- v-prediction (Salimans & Ho 2022, sec. 4): :math:`v = \sqrt{\bar\alpha_t}\,\epsilon - \sqrt{1-\bar\alpha_t}\,x_0`.
+
+A model is any callable ``model(x_t, t)`` with ``t`` an int64 tensor of shape ``(B,)``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .._checks import check_same_shape, check_tensor, check_timesteps
+from .schedules import NoiseSchedule
+
+PREDICTIONS = ("eps", "x0", "v")
+
+
+def _check_schedule(schedule) -> NoiseSchedule:
+    if not isinstance(schedule, NoiseSchedule):
+        raise TypeError(f"schedule must be a NoiseSchedule, got {type(schedule).__name__}")
+    return schedule
+
+
+def _check_prediction(prediction: str) -> str:
+    if prediction not in PREDICTIONS:
+        raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
+    return prediction
+
+
+def q_sample(schedule: NoiseSchedule, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+    r"""Sample :math:`x_t \sim q(x_t\mid x_0)` in one shot (eq. 4):
+    :math:`x_t = \sqrt{\bar\alpha_t}\,x_0 + \sqrt{1-\bar\alpha_t}\,\epsilon`."""
+    _check_schedule(schedule)
+    check_tensor(x0, "x0", floating=True)
+    if x0.ndim < 1 or x0.shape[0] == 0:
+        raise ValueError(f"x0 must be a non-empty batch (B, ...), got shape {tuple(x0.shape)}")
+    check_timesteps(t, x0.shape[0], schedule.T)
+    if noise is None:
+        noise = torch.randn_like(x0)
+    else:
+        check_same_shape(x0, noise, "x0", "noise")
+    a = schedule.gather("sqrt_alphas_cumprod", t, x0.ndim).to(x0.dtype)
+    s = schedule.gather("sqrt_one_minus_alphas_cumprod", t, x0.ndim).to(x0.dtype)
+    return a * x0 + s * noise
+
+
+def target_for(prediction: str, schedule: NoiseSchedule, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """The regression target of each parameterisation: ``eps``, ``x0`` or ``v``."""
+    _check_prediction(prediction)
+    if prediction == "eps":
+        return noise
+    if prediction == "x0":
+        return x0
+    a = schedule.gather("sqrt_alphas_cumprod", t, x0.ndim).to(x0.dtype)
+    s = schedule.gather("sqrt_one_minus_alphas_cumprod", t, x0.ndim).to(x0.dtype)
+    return a * noise - s * x0
+
+
+def predict_x0_eps(schedule: NoiseSchedule, model_output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor,
+                   prediction: str = "eps") -> tuple[torch.Tensor, torch.Tensor]:
+    r"""Convert a network output in any parameterisation into :math:`(\hat x_0, \hat\epsilon)`.
+
+    - eps: :math:`\hat x_0 = (x_t - \sqrt{1-\bar\alpha_t}\hat\epsilon)/\sqrt{\bar\alpha_t}`
+    - x0:  :math:`\hat\epsilon = (x_t - \sqrt{\bar\alpha_t}\hat x_0)/\sqrt{1-\bar\alpha_t}`
+    - v:   :math:`\hat x_0 = \sqrt{\bar\alpha_t}x_t - \sqrt{1-\bar\alpha_t}v`,
+      :math:`\hat\epsilon = \sqrt{1-\bar\alpha_t}x_t + \sqrt{\bar\alpha_t}v`
+    """
+    _check_prediction(prediction)
+    a = schedule.gather("sqrt_alphas_cumprod", t, x_t.ndim).to(x_t.dtype)
+    s = schedule.gather("sqrt_one_minus_alphas_cumprod", t, x_t.ndim).to(x_t.dtype)
+    if prediction == "eps":
+        eps = model_output
+        x0 = (x_t - s * eps) / a
+    elif prediction == "x0":
+        x0 = model_output
+        eps = (x_t - a * x0) / s
+    else:
+        x0 = a * x_t - s * model_output
+        eps = s * x_t + a * model_output
+    return x0, eps
+
+
+def ddpm_loss(model: Callable, schedule: NoiseSchedule, x0: torch.Tensor, prediction: str = "eps",
+              t: torch.Tensor | None = None, noise: torch.Tensor | None = None, model_kwargs: dict | None = None) -> torch.Tensor:
+    r"""The simplified DDPM objective (eq. 14) with a choice of target: mean squared error between the
+    network output and ``eps`` (Ho et al.), ``x0``, or ``v`` (Salimans & Ho 2022), with
+    :math:`t \sim \mathcal U\{0,\dots,T-1\}` and :math:`\epsilon \sim \mathcal N(0, I)` unless given."""
+    _check_schedule(schedule)
+    _check_prediction(prediction)
+    check_tensor(x0, "x0", floating=True)
+    if x0.ndim < 2 or x0.shape[0] == 0:
+        raise ValueError(f"x0 must be a non-empty batch (B, ...), got shape {tuple(x0.shape)}")
+    B = x0.shape[0]
+    if t is None:
+        t = torch.randint(0, schedule.T, (B,), device=x0.device)
+    if noise is None:
+        noise = torch.randn_like(x0)
+    x_t = q_sample(schedule, x0, t, noise)
+    out = model(x_t, t, **(model_kwargs or {}))
+    if not isinstance(out, torch.Tensor) or out.shape != x0.shape:
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(f"model(x_t, t) must return a tensor shaped like x0 {tuple(x0.shape)}, got {got}")
+    return F.mse_loss(out.float(), target_for(prediction, schedule, x0, noise, t).float())
+
+
+def p_sample_step(schedule: NoiseSchedule, model_output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor,
+                  noise: torch.Tensor | None = None, prediction: str = "eps", clip_x0: bool = False) -> torch.Tensor:
+    r"""One ancestral step :math:`x_t \to x_{t-1}` (Ho et al. 2020, eq. 11 and Algorithm 2).
+
+    The mean is the posterior mean :math:`\tilde\mu_t(\hat x_0, x_t)` (eq. 7) with :math:`\hat x_0` from the
+    network output; for ``prediction="eps"`` and no clipping this equals eq. 11 exactly. The variance is
+    :math:`\tilde\beta_t` ("fixed small"); at ``t = 0`` it is zero, so no noise is added. ``clip_x0`` clamps
+    :math:`\hat x_0` to [-1, 1] first (off unless asked).
+    """
+    _check_schedule(schedule)
+    check_tensor(x_t, "x_t", floating=True)
+    check_same_shape(model_output, x_t, "model_output", "x_t")
+    check_timesteps(t, x_t.shape[0], schedule.T)
+    if noise is None:
+        noise = torch.randn_like(x_t)
+    else:
+        check_same_shape(noise, x_t, "noise", "x_t")
+    x0, _ = predict_x0_eps(schedule, model_output, x_t, t, prediction)
+    if clip_x0:
+        x0 = x0.clamp(-1, 1)
+    c0 = schedule.gather("posterior_coef_x0", t, x_t.ndim).to(x_t.dtype)
+    ct = schedule.gather("posterior_coef_xt", t, x_t.ndim).to(x_t.dtype)
+    var = schedule.gather("posterior_variance", t, x_t.ndim).to(x_t.dtype)
+    return c0 * x0 + ct * x_t + var.sqrt() * noise
+
+
+@torch.no_grad()
+def sample(model: Callable, schedule: NoiseSchedule, shape: tuple[int, ...], prediction: str = "eps",
+           device=None, generator: torch.Generator | None = None, clip_x0: bool = False,
+           return_trajectory: bool = False, trajectory_every: int | None = None, progress: bool = True,
+           model_kwargs: dict | None = None):
+    r"""Ancestral sampling (Algorithm 2): start from :math:`x_{T-1} \sim \mathcal N(0, I)` and apply
+    :func:`p_sample_step` for ``t = T-1, ..., 0``.
+
+    Returns the final samples, or ``(samples, trajectory)`` with ``return_trajectory=True``, where
+    ``trajectory`` is a list of ``(t, x_t)`` pairs on the CPU (every ``trajectory_every`` steps, default
+    about 10 snapshots, always including the start and the end).
+    """
+    _check_schedule(schedule)
+    _check_prediction(prediction)
+    if not isinstance(shape, (tuple, list, torch.Size)) or not all(isinstance(s, int) and s > 0 for s in shape):
+        raise ValueError(f"shape must be a tuple of positive ints, e.g. (16, 1, 28, 28), got {shape!r}")
+    if device is None:
+        try:
+            device = next(model.parameters()).device  # type: ignore[attr-defined]
+        except (AttributeError, StopIteration):
+            device = torch.device("cpu")
+    device = torch.device(device)
+    schedule = schedule if schedule.device == device else schedule.to(device)
+    gen_device = generator.device if generator is not None else device
+
+    def randn():
+        return torch.randn(tuple(shape), generator=generator, device=gen_device).to(device)
+
+    x = randn()
+    every = trajectory_every or max(1, schedule.T // 10)
+    traj = [(schedule.T, x.cpu())] if return_trajectory else None
+    B = shape[0]
+    for i in tqdm(range(schedule.T - 1, -1, -1), desc="sampling", disable=not progress, leave=False):
+        t = torch.full((B,), i, device=device, dtype=torch.long)
+        out = model(x, t, **(model_kwargs or {}))
+        x = p_sample_step(schedule, out, x, t, noise=randn() if i > 0 else torch.zeros_like(x),
+                          prediction=prediction, clip_x0=clip_x0)
+        if traj is not None and (i % every == 0):
+            traj.append((i, x.cpu()))
+    return (x, traj) if return_trajectory else x

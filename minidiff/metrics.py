@@ -1,0 +1,195 @@
+r"""Sample-quality metrics in the feature space of a small MNIST network that ships with the package.
+
+Inception-v3 (the usual FID network) is 90 MB, needs a download, and knows nothing about handwritten
+digits. Instead, :class:`LeNetFeatures` is a LeNet-style network trained on the MNIST-5k training split
+by ``scripts/train_feature_net.py``; its weights (< 1 MB) live in ``minidiff/assets``. Its 64-d
+penultimate activations are the features; its held-out accuracy is stored next to the weights
+(:func:`feature_net_info`). Numbers are comparable within this course, not with published FIDs.
+
+- Fréchet distance (Heusel et al. 2017, eq. 6; Dowson & Landau 1982):
+
+  .. math:: \mathrm{FID} = \|\mu_a - \mu_b\|^2 + \mathrm{tr}\big(\Sigma_a + \Sigma_b - 2(\Sigma_a^{1/2}\Sigma_b\Sigma_a^{1/2})^{1/2}\big)
+
+  computed in float64 with symmetric eigendecompositions (stable, no complex parts).
+- Kernel inception distance (Bińkowski et al. 2018): unbiased MMD² with the cubic polynomial kernel
+  :math:`k(x, y) = (x^\top y / d + 1)^3`, averaged over random subsets.
+- :func:`classifier_confidence`: mean max-probability of the classifier, and the entropy of the
+  histogram of predicted classes (log 10 ≈ 2.303 nats when all ten digits are equally frequent).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from functools import lru_cache
+from importlib import resources
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._checks import check_images, check_tensor
+
+FEATURE_DIM = 64
+WEIGHTS_FILE = "lenet_mnist5k.pt"
+INFO_FILE = "lenet_mnist5k.json"
+
+
+class LeNetFeatures(nn.Module):
+    """conv5x5(32)-pool-conv5x5(64)-pool-fc(64)-fc(10). ``features(x)`` is the 64-d penultimate layer."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 32, 5, padding=2)
+        self.conv2 = nn.Conv2d(32, 64, 5)
+        self.fc1 = nn.Linear(64 * 5 * 5, FEATURE_DIM)
+        self.fc2 = nn.Linear(FEATURE_DIM, 10)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.max_pool2d(F.relu(self.conv1(x)), 2)   # 28 -> 14
+        h = F.max_pool2d(F.relu(self.conv2(h)), 2)   # 10 -> 5
+        return F.relu(self.fc1(h.flatten(1)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.features(x))
+
+
+@lru_cache(maxsize=4)
+def _load_feature_net(device_str: str) -> LeNetFeatures:
+    net = LeNetFeatures()
+    path = resources.files("minidiff") / "assets" / WEIGHTS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"feature-net weights not found at {path}; run: python scripts/train_feature_net.py")
+    with resources.as_file(path) as p:
+        state = torch.load(p, map_location="cpu", weights_only=True)
+    net.load_state_dict({k: v.float() for k, v in state.items()})
+    return net.eval().requires_grad_(False).to(device_str)
+
+
+def feature_net(device="cpu") -> LeNetFeatures:
+    """The shipped, frozen feature network on ``device``."""
+    return _load_feature_net(str(torch.device(device)))
+
+
+def feature_net_info() -> dict:
+    """How the shipped feature net was trained and its held-out accuracy (from the JSON beside the weights)."""
+    return json.loads((resources.files("minidiff") / "assets" / INFO_FILE).read_text())
+
+
+def _images(x, name):
+    check_images(x, name, channels=1, size=28)
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{name} contains nan or inf")
+    return x
+
+
+@torch.no_grad()
+def extract_features(x: torch.Tensor, batch_size: int = 500, device=None) -> torch.Tensor:
+    """64-d features (float64, CPU) of images ``x`` (N, 1, 28, 28) in [-1, 1]."""
+    _images(x, "x")
+    device = torch.device(device) if device is not None else x.device
+    net = feature_net(device)
+    out = [net.features(x[i:i + batch_size].to(device, torch.float32)).double().cpu() for i in range(0, x.shape[0], batch_size)]
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def predict_proba(x: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+    """Class probabilities (N, 10) of the shipped classifier."""
+    _images(x, "x")
+    net = feature_net(x.device)
+    return torch.cat([F.softmax(net(x[i:i + batch_size].float()), -1).cpu() for i in range(0, x.shape[0], batch_size)])
+
+
+def _sqrtm_psd(a: torch.Tensor) -> torch.Tensor:
+    w, v = torch.linalg.eigh(a)
+    return (v * w.clamp(min=0).sqrt()) @ v.T
+
+
+def frechet_distance(mu_a: torch.Tensor, cov_a: torch.Tensor, mu_b: torch.Tensor, cov_b: torch.Tensor) -> float:
+    r"""Fréchet distance between N(mu_a, cov_a) and N(mu_b, cov_b) (see module docstring), in float64."""
+    mu_a, cov_a, mu_b, cov_b = (t.double() for t in (mu_a, cov_a, mu_b, cov_b))
+    if mu_a.shape != mu_b.shape or cov_a.shape != cov_b.shape or cov_a.shape != (mu_a.numel(), mu_a.numel()):
+        raise ValueError(f"shape mismatch: mu {tuple(mu_a.shape)}/{tuple(mu_b.shape)}, cov {tuple(cov_a.shape)}/{tuple(cov_b.shape)}")
+    cov_a = (cov_a + cov_a.T) / 2
+    cov_b = (cov_b + cov_b.T) / 2
+    sa = _sqrtm_psd(cov_a)
+    m = sa @ cov_b @ sa
+    tr_sqrt = torch.linalg.eigvalsh((m + m.T) / 2).clamp(min=0).sqrt().sum()
+    d = (mu_a - mu_b).pow(2).sum() + torch.trace(cov_a) + torch.trace(cov_b) - 2 * tr_sqrt
+    return float(d.clamp(min=0))
+
+
+def _stats(f: torch.Tensor):
+    return f.mean(0), torch.cov(f.T)
+
+
+def fid_from_features(f_a: torch.Tensor, f_b: torch.Tensor) -> float:
+    """FID between two feature sets (N, d) and (M, d), N, M >= 2."""
+    for f, n in ((f_a, "f_a"), (f_b, "f_b")):
+        check_tensor(f, n, ndim=2, floating=True)
+        if f.shape[0] < 2:
+            raise ValueError(f"{n} needs at least 2 rows to estimate a covariance, got {f.shape[0]}")
+    if f_a.shape[1] != f_b.shape[1]:
+        raise ValueError(f"feature dims differ: {f_a.shape[1]} vs {f_b.shape[1]}")
+    return frechet_distance(*_stats(f_a.double()), *_stats(f_b.double()))
+
+
+def fid(x_a: torch.Tensor, x_b: torch.Tensor, batch_size: int = 500) -> float:
+    """Feature-space FID between two image sets (N, 1, 28, 28) in [-1, 1]. Lower is better; 0 for equal sets."""
+    _images(x_a, "x_a"), _images(x_b, "x_b")
+    return fid_from_features(extract_features(x_a, batch_size), extract_features(x_b, batch_size))
+
+
+def kid_from_features(f_a: torch.Tensor, f_b: torch.Tensor, subsets: int = 50, subset_size: int = 200,
+                      seed: int = 0) -> tuple[float, float]:
+    """Unbiased KID (cubic polynomial kernel), mean and std over ``subsets`` random subsets."""
+    f_a, f_b = f_a.double(), f_b.double()
+    m = min(subset_size, f_a.shape[0], f_b.shape[0])
+    if m < 2:
+        raise ValueError(f"KID needs at least 2 samples in each set, got {f_a.shape[0]} and {f_b.shape[0]}")
+    d = f_a.shape[1]
+    g = torch.Generator().manual_seed(seed)
+    vals = []
+    for _ in range(subsets):
+        a = f_a[torch.randperm(f_a.shape[0], generator=g)[:m]]
+        b = f_b[torch.randperm(f_b.shape[0], generator=g)[:m]]
+        kaa = (a @ a.T / d + 1) ** 3
+        kbb = (b @ b.T / d + 1) ** 3
+        kab = (a @ b.T / d + 1) ** 3
+        mmd = ((kaa.sum() - kaa.diagonal().sum()) / (m * (m - 1)) + (kbb.sum() - kbb.diagonal().sum()) / (m * (m - 1))
+               - 2 * kab.mean())
+        vals.append(float(mmd))
+    v = torch.tensor(vals, dtype=torch.float64)
+    return float(v.mean()), float(v.std()) if len(vals) > 1 else 0.0
+
+
+def kid(x_a: torch.Tensor, x_b: torch.Tensor, subsets: int = 50, subset_size: int = 200, seed: int = 0) -> tuple[float, float]:
+    """Feature-space KID between two image sets: ``(mean, std)`` over random subsets. ~0 for equal distributions."""
+    _images(x_a, "x_a"), _images(x_b, "x_b")
+    return kid_from_features(extract_features(x_a), extract_features(x_b), subsets, subset_size, seed)
+
+
+def classifier_confidence(x: torch.Tensor) -> dict:
+    """``{"mean_max_prob": ..., "class_entropy": ...}``: how sure the digit classifier is (1.0 = certain), and
+    the entropy (nats) of the histogram of predicted classes (log 10 ≈ 2.303 when all digits are equally frequent;
+    0 when every sample is the same digit)."""
+    p = predict_proba(x)
+    hist = torch.bincount(p.argmax(1), minlength=10).double()
+    q = hist / hist.sum()
+    ent = -(q[q > 0] * q[q > 0].log()).sum()
+    return {"mean_max_prob": float(p.max(1).values.mean()), "class_entropy": float(ent),
+            "max_class_entropy": math.log(10)}
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Blur images with a Gaussian of std ``sigma`` pixels (a baseline: "blurred digits")."""
+    check_images(x, "x")
+    if sigma <= 0:
+        return x.clone()
+    r = max(1, int(math.ceil(3 * sigma)))
+    k = torch.exp(-torch.arange(-r, r + 1, dtype=torch.float32, device=x.device) ** 2 / (2 * sigma**2))
+    k = (k / k.sum()).to(x.dtype)
+    C = x.shape[1]
+    h = F.conv2d(F.pad(x, (r, r, 0, 0), mode="replicate"), k.view(1, 1, 1, -1).expand(C, 1, 1, -1), groups=C)
+    return F.conv2d(F.pad(h, (0, 0, r, r), mode="replicate"), k.view(1, 1, -1, 1).expand(C, 1, -1, 1), groups=C)

@@ -1,0 +1,7 @@
+"""Networks: time-conditioned MLP for 2-D toys, a compact diffusion U-Net (and later DiT, ResNets, autoencoders)."""
+
+from .embeddings import TimestepEmbedder, timestep_embedding
+from .mlp import TimeMLP
+from .unet import UNet, count_parameters
+
+__all__ = ["TimestepEmbedder", "timestep_embedding", "TimeMLP", "UNet", "count_parameters"]

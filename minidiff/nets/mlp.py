@@ -1,0 +1,48 @@
+"""A time-conditioned MLP for 2-D toy diffusion: the denoiser of chapter 04's first experiment."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .embeddings import TimestepEmbedder
+
+
+class _ResBlock(nn.Module):
+    def __init__(self, hidden: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(hidden)
+        self.lin1 = nn.Linear(hidden, hidden)
+        self.lin2 = nn.Linear(hidden, hidden)
+        self.emb = nn.Linear(hidden, hidden)
+        self.act = nn.SiLU()
+
+    def forward(self, h, temb):
+        y = self.lin1(self.act(self.norm(h))) + self.emb(temb)
+        return h + self.lin2(self.act(y))
+
+
+class TimeMLP(nn.Module):
+    """``TimeMLP(dim=2)(x, t)`` maps points ``x`` (B, dim) and time steps ``t`` (B,) to a vector of the
+    same shape as ``x`` (the predicted noise, x0 or v). Residual blocks, each told the time step."""
+
+    def __init__(self, dim: int = 2, hidden: int = 128, depth: int = 3):
+        super().__init__()
+        if dim < 1 or hidden < 2 or depth < 1:
+            raise ValueError(f"need dim >= 1, hidden >= 2, depth >= 1; got dim={dim}, hidden={hidden}, depth={depth}")
+        self.dim = dim
+        self.inp = nn.Linear(dim, hidden)
+        self.temb = TimestepEmbedder(hidden, freq_dim=min(64, hidden - hidden % 2))
+        self.blocks = nn.ModuleList(_ResBlock(hidden) for _ in range(depth))
+        self.out = nn.Sequential(nn.LayerNorm(hidden), nn.SiLU(), nn.Linear(hidden, dim))
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"x must have shape (B, {self.dim}), got {tuple(x.shape)}")
+        if t.shape != (x.shape[0],):
+            raise ValueError(f"t must have shape ({x.shape[0]},) to match x, got {tuple(t.shape)}")
+        h = self.inp(x)
+        temb = self.temb(t)
+        for blk in self.blocks:
+            h = blk(h, temb)
+        return self.out(h)

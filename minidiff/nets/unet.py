@@ -1,0 +1,176 @@
+"""A compact diffusion U-Net (Ho et al. 2020, appendix B; Ronneberger et al. 2015), small enough for
+28x28 digits on a CPU. Chapter 08 takes it apart; chapter 04 only uses it.
+
+Shape of the network, for ``channel_mults=(1, 2, 2)`` and 28x28 inputs::
+
+    conv_in -> [ResBlock]x n @28 -> down -> [ResBlock]x n @14 -> down -> [ResBlock(+attn)]x n @7
+            -> middle: ResBlock, attn, ResBlock @7
+            -> up path mirroring the down path, each block fed the matching skip (concatenated)
+            -> GroupNorm, SiLU, conv_out (zero-initialised: the untrained net predicts 0)
+
+Every ResBlock receives the timestep embedding as a per-channel scale and shift after its second
+GroupNorm (FiLM, as in Dhariwal & Nichol 2021's "AdaGN"): ``h = norm(h) * (1 + scale) + shift``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .embeddings import TimestepEmbedder
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
+    """Number of (trainable) parameters of ``model``."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def _groups(ch: int) -> int:
+    for g in (8, 4, 2, 1):
+        if ch % g == 0:
+            return g
+    return 1
+
+
+def zero_module(m: nn.Module) -> nn.Module:
+    for p in m.parameters():
+        nn.init.zeros_(p)
+    return m
+
+
+class ResBlock(nn.Module):
+    """GroupNorm-SiLU-conv, then GroupNorm modulated by the time embedding, SiLU, dropout, conv; plus a skip."""
+
+    def __init__(self, cin: int, cout: int, emb_dim: int, dropout: float = 0.0):
+        super().__init__()
+        self.norm1 = nn.GroupNorm(_groups(cin), cin)
+        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
+        self.emb = nn.Linear(emb_dim, 2 * cout)
+        self.norm2 = nn.GroupNorm(_groups(cout), cout)
+        self.drop = nn.Dropout(dropout)
+        self.conv2 = zero_module(nn.Conv2d(cout, cout, 3, padding=1))
+        self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        scale, shift = self.emb(F.silu(emb))[:, :, None, None].chunk(2, dim=1)
+        h = self.norm2(h) * (1 + scale) + shift
+        h = self.conv2(self.drop(F.silu(h)))
+        return self.skip(x) + h
+
+
+class AttentionBlock(nn.Module):
+    """Multi-head self-attention over the H*W positions, via ``F.scaled_dot_product_attention``."""
+
+    def __init__(self, ch: int, heads: int = 4):
+        super().__init__()
+        if ch % heads:
+            heads = 1
+        self.heads = heads
+        self.norm = nn.GroupNorm(_groups(ch), ch)
+        self.qkv = nn.Conv2d(ch, 3 * ch, 1)
+        self.proj = zero_module(nn.Conv2d(ch, ch, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, C, H, W = x.shape
+        q, k, v = self.qkv(self.norm(x)).reshape(B, 3, self.heads, C // self.heads, H * W).unbind(1)
+        # (B, heads, HW, d)
+        out = F.scaled_dot_product_attention(q.transpose(-1, -2), k.transpose(-1, -2), v.transpose(-1, -2))
+        return x + self.proj(out.transpose(-1, -2).reshape(B, C, H, W))
+
+
+class UNet(nn.Module):
+    """``UNet(in_channels, base_channels, channel_mults, ...)(x, t)`` -> tensor shaped like ``x``.
+
+    - ``channel_mults``: one entry per resolution; the image side must be divisible by
+      ``2 ** (len(channel_mults) - 1)``.
+    - ``attention``: self-attention at the lowest resolution and in the middle.
+    - ``num_classes``: optional class conditioning (an embedding added to the time embedding; index
+      ``num_classes`` is the "no label" token used by classifier-free guidance later in the course).
+    """
+
+    def __init__(self, in_channels: int = 1, base_channels: int = 32, channel_mults=(1, 2, 2), num_res_blocks: int = 1,
+                 attention: bool = True, dropout: float = 0.0, num_classes: int | None = None, out_channels: int | None = None,
+                 patch: int = 1):
+        super().__init__()
+        if patch < 1:
+            raise ValueError(f"patch must be >= 1, got {patch}")
+        self.patch = patch
+        if base_channels < 1 or not channel_mults or num_res_blocks < 1:
+            raise ValueError(f"need base_channels >= 1, non-empty channel_mults, num_res_blocks >= 1; got "
+                             f"{base_channels}, {channel_mults}, {num_res_blocks}")
+        self.in_channels = in_channels
+        self.channel_mults = tuple(channel_mults)
+        self.num_classes = num_classes
+        emb_dim = 4 * base_channels
+        self.time_embed = TimestepEmbedder(emb_dim, freq_dim=base_channels * 2 if base_channels >= 16 else 32)
+        self.label_embed = nn.Embedding(num_classes + 1, emb_dim) if num_classes else None
+        self.conv_in = nn.Conv2d(in_channels * patch * patch, base_channels, 3, padding=1)
+
+        chans = [base_channels * m for m in self.channel_mults]
+        self.down = nn.ModuleList()
+        skip_ch = [base_channels]
+        ch = base_channels
+        n_levels = len(chans)
+        for level, cout in enumerate(chans):
+            for _ in range(num_res_blocks):
+                blocks = nn.ModuleList([ResBlock(ch, cout, emb_dim, dropout)])
+                if attention and level == n_levels - 1:
+                    blocks.append(AttentionBlock(cout))
+                self.down.append(blocks)
+                ch = cout
+                skip_ch.append(ch)
+            if level != n_levels - 1:
+                self.down.append(nn.ModuleList([nn.Conv2d(ch, ch, 3, stride=2, padding=1)]))
+                skip_ch.append(ch)
+        self.mid = nn.ModuleList([ResBlock(ch, ch, emb_dim, dropout)]
+                                 + ([AttentionBlock(ch)] if attention else [])
+                                 + [ResBlock(ch, ch, emb_dim, dropout)])
+        self.up = nn.ModuleList()
+        for level in reversed(range(n_levels)):
+            cout = chans[level]
+            for _ in range(num_res_blocks + 1):
+                blocks = nn.ModuleList([ResBlock(ch + skip_ch.pop(), cout, emb_dim, dropout)])
+                if attention and level == n_levels - 1:
+                    blocks.append(AttentionBlock(cout))
+                self.up.append(blocks)
+                ch = cout
+            if level != 0:
+                self.up.append(nn.ModuleList([nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(ch, ch, 3, padding=1)]))
+        self.out = nn.Sequential(nn.GroupNorm(_groups(ch), ch), nn.SiLU(),
+                                 zero_module(nn.Conv2d(ch, (out_channels or in_channels) * patch * patch, 3, padding=1)))
+        self._factor = patch * 2 ** (n_levels - 1)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"x must have shape (B, {self.in_channels}, H, W), got {tuple(x.shape)}")
+        if x.shape[-1] % self._factor or x.shape[-2] % self._factor:
+            raise ValueError(f"image side must be divisible by {self._factor} for channel_mults={self.channel_mults}, "
+                             f"got {tuple(x.shape[-2:])}")
+        if t.shape != (x.shape[0],):
+            raise ValueError(f"t must have shape ({x.shape[0]},) to match the batch, got {tuple(t.shape)}")
+        emb = self.time_embed(t)
+        if self.label_embed is not None:
+            if y is None:
+                y = torch.full((x.shape[0],), self.num_classes, device=x.device, dtype=torch.long)
+            emb = emb + self.label_embed(y)
+        elif y is not None:
+            raise ValueError("this UNet was built without num_classes, so it takes no labels y")
+        if self.patch > 1:  # space-to-depth: (B, C, H, W) -> (B, C*p*p, H/p, W/p)
+            x = F.pixel_unshuffle(x, self.patch)
+        h = self.conv_in(x)
+        skips = [h]
+        for blocks in self.down:
+            for m in blocks:
+                h = m(h, emb) if isinstance(m, ResBlock) else m(h)
+            skips.append(h)
+        for m in self.mid:
+            h = m(h, emb) if isinstance(m, ResBlock) else m(h)
+        for blocks in self.up:
+            if isinstance(blocks[0], ResBlock):
+                h = torch.cat([h, skips.pop()], dim=1)
+            for m in blocks:
+                h = m(h, emb) if isinstance(m, ResBlock) else m(h)
+        h = self.out(h)
+        return F.pixel_shuffle(h, self.patch) if self.patch > 1 else h
