@@ -44,6 +44,7 @@ class ToyDiffusionConfig:
 
     dataset: str = "moons"
     n_points: int = 8192
+    schedule: str = "linear"
     T: int = 100
     hidden: int = 128
     depth: int = 3
@@ -68,6 +69,9 @@ class ImageDiffusionConfig:
     base_channels: int = 32
     channel_mults: tuple[int, ...] = (1, 2, 2)
     attention: bool = True
+    patch: int = 1
+    clip_x0: bool = True
+    blur_sigma: float = 1.0
     batch: int = 128
     steps: int = 4000
     max_seconds: float | None = None
@@ -99,12 +103,12 @@ _PROFILES: dict[str, Profile] = {
     "ci": Profile(
         name="ci",
         description="CI / quick check: offline data, tiny models, every chapter under 60 s on 2 CPU cores",
-        toy=ToyDiffusionConfig(n_points=4096, T=50, hidden=64, depth=2, batch=256, steps=500, lr=3e-3,
+        toy=ToyDiffusionConfig(n_points=4096, T=100, hidden=64, depth=2, batch=256, steps=1000, lr=3e-3,
                                n_samples=1000),
         ddpm=ImageDiffusionConfig(
-            dataset="mnist5k", T=100, schedule="cosine", prediction="eps", base_channels=16,
-            channel_mults=(1, 2), attention=False, batch=64, steps=700, max_seconds=22.0, lr=3e-3,
-            warmup=30, ema_decay=0.99, n_samples=500, sample_batch=500,
+            dataset="mnist5k", T=50, schedule="cosine", prediction="eps", base_channels=16,
+            channel_mults=(1, 2), attention=False, patch=2, batch=64, steps=350, max_seconds=60.0, lr=3e-3,
+            warmup=30, ema_decay=0.99, n_samples=250, sample_batch=250,
         ),
         runtimes={"04_ddpm": "about 50 s on 2 CPU cores"},
         chapter_budget_s=60.0,
@@ -115,9 +119,9 @@ _PROFILES: dict[str, Profile] = {
         toy=ToyDiffusionConfig(n_points=8192, T=100, hidden=128, depth=3, batch=512, steps=2000, lr=2e-3,
                                n_samples=2000),
         ddpm=ImageDiffusionConfig(
-            dataset="mnist5k", T=400, schedule="cosine", prediction="eps", base_channels=32,
-            channel_mults=(1, 2), attention=False, batch=128, steps=6000, max_seconds=360.0, lr=2e-3,
-            warmup=100, ema_decay=0.995, n_samples=1000, sample_batch=500,
+            dataset="mnist5k", T=200, schedule="cosine", prediction="eps", base_channels=32,
+            channel_mults=(1, 2), attention=False, patch=2, batch=64, steps=4000, max_seconds=330.0, lr=2e-3,
+            warmup=100, ema_decay=0.995, n_samples=500, sample_batch=500,
         ),
         runtimes={"04_ddpm": "about 9 min on 2 CPU cores"},
         chapter_budget_s=600.0,
@@ -129,7 +133,7 @@ _PROFILES: dict[str, Profile] = {
                                n_samples=4000),
         ddpm=ImageDiffusionConfig(
             dataset="mnist", T=1000, schedule="cosine", prediction="eps", base_channels=64,
-            channel_mults=(1, 2, 2), attention=True, batch=256, steps=12000, max_seconds=720.0, lr=1e-3,
+            channel_mults=(1, 2, 2), attention=True, patch=1, batch=256, steps=12000, max_seconds=720.0, lr=1e-3,
             warmup=500, ema_decay=0.999, n_samples=2000, sample_batch=1000,
         ),
         runtimes={"04_ddpm": "about 15 min on a Colab T4"},

@@ -21,7 +21,7 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from .._progress import tqdm
 
 from .._checks import check_same_shape, check_tensor, check_timesteps
 from .schedules import NoiseSchedule

@@ -1,0 +1,225 @@
+"""Plots for the chapters: image grids, loss curves, schedule plots, 2-D scatter and trajectories, and an
+interactive noise slider with a static fallback.
+
+Every function draws into a matplotlib figure and returns it (so tests can inspect it and notebooks show
+it). Widgets are used only where a live Jupyter frontend exists (see :func:`widgets_enabled`); on the static
+website and in CI the same function draws a static figure instead.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from torchvision.utils import make_grid
+
+STATIC_ENV = "MINIDIFF_STATIC"
+
+
+def to_numpy_image(x: torch.Tensor) -> np.ndarray:
+    """(C, H, W) in [-1, 1] -> (H, W) or (H, W, C) in [0, 1] for ``imshow``."""
+    x = x.detach().float().cpu().clamp(-1, 1).add(1).div(2)
+    return x[0].numpy() if x.shape[0] == 1 else x.permute(1, 2, 0).numpy()
+
+
+def image_grid(x: torch.Tensor, nrow: int = 8, padding: int = 2) -> torch.Tensor:
+    """A grid image (C, H', W') in [-1, 1] of a batch ``x`` (B, C, H, W) in [-1, 1]."""
+    if not isinstance(x, torch.Tensor) or x.ndim != 4:
+        raise ValueError(f"x must be an image batch (B, C, H, W), got {getattr(x, 'shape', type(x).__name__)}")
+    return make_grid(x.detach().float().cpu().clamp(-1, 1), nrow=nrow, padding=padding, pad_value=1.0)
+
+
+def show_images(x: torch.Tensor, nrow: int = 8, title: str | None = None, ax=None, figsize=None):
+    """Show a batch of images (B, C, H, W) in [-1, 1] as a grid. Returns the figure."""
+    grid = image_grid(x, nrow)
+    if ax is None:
+        rows = int(np.ceil(x.shape[0] / nrow))
+        fig, ax = plt.subplots(figsize=figsize or (min(12, 1.0 * nrow), min(12, 1.0 * rows) + (0.4 if title else 0)))
+    else:
+        fig = ax.figure
+    ax.imshow(to_numpy_image(grid), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def show_image_rows(rows: dict, nrow: int = 10, figsize=None):
+    """Several labelled grids stacked vertically: ``{"real": x1, "samples": x2, ...}``. Returns the figure."""
+    fig, axes = plt.subplots(len(rows), 1, figsize=figsize or (min(12, nrow), 1.3 * len(rows) * max(1, len(next(iter(rows.values()))) // nrow)),
+                             squeeze=False)
+    for ax, (name, x) in zip(axes[:, 0], rows.items()):
+        show_images(x, nrow=nrow, title=name, ax=ax)
+    fig.tight_layout()
+    return fig
+
+
+def plot_losses(history: dict, smooth: int = 20, ax=None, label: str | None = None, x: str = "step", logy: bool = True):
+    """Loss curve from a :func:`minidiff.train.train` history, raw (faint) and smoothed. Returns the figure."""
+    if not history.get("loss"):
+        raise ValueError("history has no recorded losses (train for at least log_every steps)")
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+    else:
+        fig = ax.figure
+    xs, ys = np.asarray(history[x]), np.asarray(history["loss"])
+    line, = ax.plot(xs, ys, alpha=0.25)
+    k = max(1, min(smooth, len(ys) // 5 or 1))
+    sm = np.convolve(ys, np.ones(k) / k, mode="valid")
+    ax.plot(xs[k - 1:], sm, color=line.get_color(), label=label or "loss (smoothed)")
+    ax.set_xlabel("training step" if x == "step" else "seconds")
+    ax.set_ylabel("loss")
+    if logy:
+        ax.set_yscale("log")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def plot_schedules(schedules: dict, figsize=(11, 3.2)):
+    r"""Compare noise schedules: :math:`\bar\alpha_t`, :math:`\log_{10}\mathrm{SNR}(t)` and :math:`\beta_t` against
+    the relative step t/T. ``schedules`` maps a name to a :class:`~minidiff.diffusion.NoiseSchedule`."""
+    fig, axes = plt.subplots(1, 3, figsize=figsize)
+    for name, s in schedules.items():
+        u = (np.arange(s.T) + 1) / s.T
+        axes[0].plot(u, s.alphas_cumprod.cpu().numpy(), label=name)
+        axes[1].plot(u, np.log10(s.snr.double().cpu().numpy()), label=name)
+        axes[2].plot(u, s.betas.cpu().numpy(), label=name)
+    for ax, t in zip(axes, [r"$\bar\alpha_t$", r"$\log_{10}\,\mathrm{SNR}(t)$", r"$\beta_t$"]):
+        ax.set_title(t)
+        ax.set_xlabel("t / T")
+        ax.grid(alpha=0.3)
+    axes[2].set_yscale("log")
+    axes[0].legend()
+    fig.tight_layout()
+    return fig
+
+
+def scatter_2d(points, ax=None, title: str | None = None, s: float = 2.0, lim: float | None = 3.0, **kw):
+    """Scatter plot of 2-D points (N, 2). Returns the figure."""
+    p = points.detach().cpu().numpy() if isinstance(points, torch.Tensor) else np.asarray(points)
+    if p.ndim != 2 or p.shape[1] != 2:
+        raise ValueError(f"points must have shape (N, 2), got {p.shape}")
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(3.5, 3.5))
+    else:
+        fig = ax.figure
+    ax.scatter(p[:, 0], p[:, 1], s=s, alpha=kw.pop("alpha", 0.6), **kw)
+    if lim:
+        ax.set_xlim(-lim, lim)
+        ax.set_ylim(-lim, lim)
+    ax.set_aspect("equal")
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def plot_trajectory_2d(trajectory: Sequence, n_panels: int = 6, lim: float = 3.0, n_paths: int = 40):
+    """Panels of a 2-D sampling trajectory (a list of ``(t, x_t)`` from ``sample(..., return_trajectory=True)``),
+    plus a last panel with the paths of ``n_paths`` points. Returns the figure."""
+    if len(trajectory) < 2:
+        raise ValueError("trajectory needs at least two snapshots")
+    idx = np.unique(np.linspace(0, len(trajectory) - 1, min(n_panels, len(trajectory))).round().astype(int))
+    fig, axes = plt.subplots(1, len(idx) + 1, figsize=(2.4 * (len(idx) + 1), 2.6))
+    for ax, i in zip(axes, idx):
+        t, x = trajectory[i]
+        scatter_2d(x, ax=ax, lim=lim, s=1.0)
+        ax.set_title(f"t = {t}")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    paths = np.stack([x[:n_paths].cpu().numpy() for _, x in trajectory])  # (steps, n_paths, 2)
+    ax = axes[-1]
+    for j in range(paths.shape[1]):
+        ax.plot(paths[:, j, 0], paths[:, j, 1], lw=0.6, alpha=0.7)
+    ax.scatter(paths[-1, :, 0], paths[-1, :, 1], s=6, color="k", zorder=3)
+    ax.set_xlim(-lim, lim)
+    ax.set_ylim(-lim, lim)
+    ax.set_aspect("equal")
+    ax.set_title("paths")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    fig.tight_layout()
+    return fig
+
+
+def plot_image_trajectory(trajectory: Sequence, n_images: int = 8, n_steps: int = 8):
+    """Rows = images, columns = snapshots of a sampling trajectory of images, from noise (left) to samples (right)."""
+    idx = np.unique(np.linspace(0, len(trajectory) - 1, min(n_steps, len(trajectory))).round().astype(int))
+    cols = [trajectory[i][1][:n_images] for i in idx]
+    x = torch.stack(cols, 1).flatten(0, 1)  # (n_images * n_cols, C, H, W), row-major per image
+    fig, ax = plt.subplots(figsize=(1.1 * len(idx), 1.1 * n_images + 0.3))
+    show_images(x, nrow=len(idx), ax=ax)
+    ax.set_title("reverse process: t = " + ", ".join(str(trajectory[i][0]) for i in idx), fontsize=9)
+    return fig
+
+
+# ----------------------------------------------------------------------------- widgets with a static fallback
+
+def widgets_enabled() -> bool:
+    """True when a live Jupyter frontend can show ipywidgets: inside an IPython kernel, ipywidgets importable, and
+    ``$MINIDIFF_STATIC`` unset (the Makefile sets it for the website build and CI, where no frontend exists)."""
+    if os.environ.get(STATIC_ENV, "").strip() not in ("", "0"):
+        return False
+    if "ipykernel" not in sys.modules:
+        return False
+    try:
+        import ipywidgets  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def noise_levels_figure(schedule, x0: torch.Tensor, ts: Sequence[int], seed: int = 0):
+    r"""Static figure: images ``x0`` (B, C, H, W) noised to :math:`x_t \sim q(x_t\mid x_0)` at each ``t`` in ``ts``."""
+    from .diffusion.ddpm import q_sample
+
+    g = torch.Generator().manual_seed(seed)
+    noise = torch.randn(x0.shape, generator=g)
+    cols = []
+    for t in ts:
+        tt = torch.full((x0.shape[0],), int(t), dtype=torch.long)
+        cols.append(q_sample(schedule.to("cpu"), x0.cpu().float(), tt, noise))
+    x = torch.stack(cols, 1).flatten(0, 1)
+    fig, ax = plt.subplots(figsize=(1.1 * len(ts), 1.1 * x0.shape[0] + 0.4))
+    show_images(x, nrow=len(ts), ax=ax)
+    abar = schedule.alphas_cumprod.cpu()
+    ax.set_title("t = " + ", ".join(f"{t} (ᾱ={abar[t]:.2f})" for t in ts), fontsize=8)
+    return fig
+
+
+def noise_slider(schedule, x0: torch.Tensor, n_static: int = 6, seed: int = 0):
+    r"""An ipywidgets slider over t showing :math:`x_t` for the images ``x0``; where no widget frontend exists
+    (static website, CI) it draws :func:`noise_levels_figure` at ``n_static`` evenly spaced steps instead.
+    Returns the widget or the figure."""
+    ts = np.linspace(0, schedule.T - 1, n_static).round().astype(int).tolist()
+    if not widgets_enabled():
+        return noise_levels_figure(schedule, x0, ts, seed)
+    import ipywidgets as widgets
+    from IPython.display import display
+
+    from .diffusion.ddpm import q_sample
+
+    g = torch.Generator().manual_seed(seed)
+    noise = torch.randn(x0.shape, generator=g)
+    sched = schedule.to("cpu")
+    out = widgets.Output()
+
+    def draw(t):
+        with out:
+            out.clear_output(wait=True)
+            tt = torch.full((x0.shape[0],), int(t), dtype=torch.long)
+            fig = show_images(q_sample(sched, x0.cpu().float(), tt, noise), nrow=x0.shape[0],
+                              title=f"t = {t}, ᾱ_t = {sched.alphas_cumprod[t]:.3f}, SNR = {sched.snr[t]:.3g}")
+            plt.show(fig)
+
+    slider = widgets.IntSlider(value=0, min=0, max=schedule.T - 1, step=1, description="t",
+                               continuous_update=False)
+    slider.observe(lambda ch: draw(ch["new"]), names="value")
+    draw(0)
+    box = widgets.VBox([slider, out])
+    display(box)
+    return box
