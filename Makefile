@@ -1,0 +1,52 @@
+# minidiff course. The two commands a newcomer needs:
+#   make book   set up .venv if needed, execute the chapters, build the website into _build/html
+#   make test   set up .venv if needed, run the unit tests, every chapter under nbval (ci profile), a book build
+# Others: make setup | lab | sync | clean.  Options: PROFILE=ci|cpu|gpu (book, lab), PYTHON=python3.11
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+PROFILE ?= $(if $(MINIDIFF_PROFILE),$(MINIDIFF_PROFILE),cpu)
+PYTEST_ARGS ?=
+
+.PHONY: setup book test lab sync clean help
+
+help:
+	@sed -n '2,5p' Makefile
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; v = sys.version_info; sys.exit(0 if v >= (3, 10) else "minidiff needs Python >= 3.10, found %d.%d (set PYTHON=python3.11)" % v[:2])'
+	@echo ">> creating $(VENV) and installing minidiff with its book and test extras (a few minutes the first time)"
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install --disable-pip-version-check -e ".[book,test]" > $(VENV)/pip-install.log 2>&1 \
+		|| { tail -n 40 $(VENV)/pip-install.log; echo "!! installation failed; full log: $(VENV)/pip-install.log"; exit 1; }
+	@$(PY) -c 'import torch, torchvision, minidiff; print(">> ready: torch", torch.__version__, "| torchvision", torchvision.__version__, "| CUDA", torch.cuda.is_available())'
+	@touch $(STAMP)
+
+# The website. Executed notebooks are cached; switching PROFILE clears the cache so outputs match the profile.
+book: setup
+	@mkdir -p _build
+	@if [ "$$(cat _build/.profile 2>/dev/null)" != "$(PROFILE)" ]; then rm -rf _build/.jupyter_cache; echo "$(PROFILE)" > _build/.profile; fi
+	@echo ">> building the book with profile '$(PROFILE)' (make book PROFILE=ci for a quick build)"
+	MINIDIFF_PROFILE=$(PROFILE) MINIDIFF_STATIC=1 $(VENV)/bin/jupyter-book build . --keep-going
+	@test -f _build/html/index.html && echo ">> open _build/html/index.html"
+
+test: setup
+	MINIDIFF_PROFILE=ci MINIDIFF_STATIC=1 $(PY) -m pytest tests chapters --nbval-lax --nbval-current-env $(PYTEST_ARGS)
+
+lab: setup
+	MINIDIFF_PROFILE=$(PROFILE) $(VENV)/bin/jupyter lab chapters
+
+# Rewrite the standard setup cell of every chapter from _config.yml and strip outputs.
+sync: setup
+	$(PY) scripts/sync_setup_cells.py
+
+clean:
+	rm -rf _build .pytest_cache runs
+	find . -name __pycache__ -type d -prune -not -path './.venv/*' -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)

@@ -1,0 +1,142 @@
+"""DDPM math against closed forms, textbook formulas and an analytic Gaussian case."""
+
+import math
+
+import pytest
+import torch
+
+from minidiff.diffusion import ddpm
+from minidiff.diffusion.schedules import NoiseSchedule, cosine_betas, linear_betas, make_schedule
+
+
+@pytest.fixture
+def sched():
+    return NoiseSchedule(linear_betas(1000))
+
+
+def test_q_sample_formula(sched):
+    x0 = torch.randn(8, 3)
+    eps = torch.randn(8, 3)
+    t = torch.arange(0, 1000, 125)
+    want = torch.stack([math.sqrt(sched.alphas_cumprod[i]) * x0[k] + math.sqrt(1 - sched.alphas_cumprod[i]) * eps[k]
+                        for k, i in enumerate(t.tolist())])
+    assert torch.allclose(ddpm.q_sample(sched, x0, t, eps), want, atol=1e-6)
+
+
+def test_closed_form_matches_iterated_chain(sched):
+    """Push N copies of a point through the chain; mean and variance match q(x_t | x_0) within 5 standard errors."""
+    N = 40_000
+    g = torch.Generator().manual_seed(1)
+    x0 = torch.full((N, 1), 2.0, dtype=torch.float64)
+    x = x0.clone()
+    b = sched._f64["betas"]
+    for t in range(300):
+        x = (1 - b[t]).sqrt() * x + b[t].sqrt() * torch.randn(x.shape, generator=g, dtype=torch.float64)
+        if t in (4, 49, 299):
+            abar = sched._f64["alphas_cumprod"][t]
+            var = 1 - abar
+            assert abs(x.mean() - abar.sqrt() * 2.0) < 5 * (var / N).sqrt()
+            assert abs(x.var() - var) < 5 * var * math.sqrt(2 / (N - 1))
+
+
+def test_loss_matches_naive_formula_for_each_target(sched):
+    torch.manual_seed(0)
+    x0 = torch.randn(16, 2)
+    eps = torch.randn(16, 2)
+    t = torch.randint(0, 1000, (16,))
+    model = torch.nn.Linear(2, 2)
+    wrapped = lambda x, tt: model(x)
+    for pred in ("eps", "x0", "v"):
+        loss = ddpm.ddpm_loss(wrapped, sched, x0, prediction=pred, t=t, noise=eps)
+        total = 0.0
+        for k in range(16):
+            a = math.sqrt(sched.alphas_cumprod[t[k]]); s = math.sqrt(1 - sched.alphas_cumprod[t[k]])
+            xt = a * x0[k] + s * eps[k]
+            target = {"eps": eps[k], "x0": x0[k], "v": a * eps[k] - s * x0[k]}[pred]
+            total += ((model(xt) - target) ** 2).sum().item()
+        assert loss.item() == pytest.approx(total / 32, rel=1e-5)
+
+
+def test_p_sample_step_equals_ho_eq11(sched):
+    torch.manual_seed(0)
+    x_t = torch.randn(10, 4)
+    eps = torch.randn(10, 4)
+    z = torch.randn(10, 4)
+    t = torch.tensor([999, 700, 500, 300, 100, 50, 10, 3, 1, 0])
+    out = ddpm.p_sample_step(sched, eps, x_t, t, noise=z)
+    for k, i in enumerate(t.tolist()):
+        alpha, abar, beta = sched.alphas[i].item(), sched.alphas_cumprod[i].item(), sched.betas[i].item()
+        abar_prev = sched.alphas_cumprod[i - 1].item() if i > 0 else 1.0
+        sigma = math.sqrt((1 - abar_prev) / (1 - abar) * beta)
+        want = (x_t[k] - beta / math.sqrt(1 - abar) * eps[k]) / math.sqrt(alpha) + sigma * z[k]
+        assert torch.allclose(out[k], want, atol=1e-4), i
+    # no noise at the last step
+    assert torch.equal(ddpm.p_sample_step(sched, eps[-1:], x_t[-1:], t[-1:], noise=z[-1:]),
+                       ddpm.p_sample_step(sched, eps[-1:], x_t[-1:], t[-1:], noise=torch.zeros(1, 4)))
+
+
+def test_parameterisations_give_the_same_step(sched):
+    x0 = torch.randn(6, 3); eps = torch.randn(6, 3); t = torch.tensor([900, 500, 200, 50, 5, 0]); z = torch.randn(6, 3)
+    x_t = ddpm.q_sample(sched, x0, t, eps)
+    v = ddpm.target_for("v", sched, x0, eps, t)
+    a = ddpm.p_sample_step(sched, eps, x_t, t, noise=z, prediction="eps")
+    b = ddpm.p_sample_step(sched, x0, x_t, t, noise=z, prediction="x0")
+    c = ddpm.p_sample_step(sched, v, x_t, t, noise=z, prediction="v")
+    assert torch.allclose(a, b, atol=1e-3) and torch.allclose(a, c, atol=1e-3)
+
+
+def test_clip_x0_only_when_asked(sched):
+    x_t = torch.full((1, 1), 5.0); t = torch.tensor([10]); out = torch.zeros(1, 1)
+    x0_hat, _ = ddpm.predict_x0_eps(sched, out, x_t, t)
+    assert x0_hat.item() > 1  # the unclipped estimate is outside [-1, 1]
+    unclipped = ddpm.p_sample_step(sched, out, x_t, t, noise=torch.zeros(1, 1))
+    clipped = ddpm.p_sample_step(sched, out, x_t, t, noise=torch.zeros(1, 1), clip_x0=True)
+    assert clipped.item() < unclipped.item()
+
+
+def test_sampling_with_exact_eps_recovers_gaussian_data():
+    """Data N(mu, s^2): the optimal eps-predictor is E[eps | x_t] = sigma_t (x_t - a_t mu) / (a_t^2 s^2 + sigma_t^2).
+    Ancestral sampling with it must reproduce the data mean and variance."""
+    mu, s = 1.5, 0.5
+    sched = NoiseSchedule(linear_betas(1000))
+
+    def oracle(x, t):
+        a = sched.alphas_cumprod[t].sqrt()[:, None]
+        sig = (1 - sched.alphas_cumprod[t]).sqrt()[:, None]
+        return sig * (x - a * mu) / (a**2 * s**2 + sig**2)
+
+    N = 20_000
+    x = ddpm.sample(oracle, sched, (N, 1), generator=torch.Generator().manual_seed(0), progress=False)
+    # statistical tolerance: 5 standard errors, plus 1% for the discretisation of the reverse process
+    assert abs(x.mean().item() - mu) < 5 * s / math.sqrt(N) + 0.01
+    assert abs(x.var().item() - s**2) < 5 * s**2 * math.sqrt(2 / (N - 1)) + 0.01 * s**2
+
+
+def test_sample_returns_trajectory_and_progresses_to_t0():
+    sched = make_schedule("cosine", 20)
+    model = lambda x, t: torch.zeros_like(x)
+    x, traj = ddpm.sample(model, sched, (4, 2), return_trajectory=True, progress=False)
+    assert x.shape == (4, 2) and traj[0][0] == 20 and traj[-1][0] == 0
+    assert torch.equal(traj[-1][1], x)
+
+
+def test_bad_inputs_raise_clear_errors(sched):
+    x0 = torch.randn(4, 2)
+    with pytest.raises(ValueError, match=r"t must lie in \[0, 999\]"):
+        ddpm.q_sample(sched, x0, torch.tensor([0, 1, 2, 1000]))
+    with pytest.raises(TypeError, match="integer"):
+        ddpm.q_sample(sched, x0, torch.tensor([0.0, 1.0, 2.0, 3.0]))
+    with pytest.raises(ValueError, match=r"shape \(4,\)"):
+        ddpm.q_sample(sched, x0, torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="same shape"):
+        ddpm.q_sample(sched, x0, torch.tensor([0, 1, 2, 3]), torch.randn(4, 3))
+    with pytest.raises(TypeError, match="floating-point"):
+        ddpm.q_sample(sched, x0.long(), torch.tensor([0, 1, 2, 3]))
+    with pytest.raises(ValueError, match="prediction must be one of"):
+        ddpm.ddpm_loss(lambda x, t: x, sched, x0, prediction="score")
+    with pytest.raises(ValueError, match="shaped like x0"):
+        ddpm.ddpm_loss(lambda x, t: x[:, :1], sched, x0)
+    with pytest.raises(TypeError, match="NoiseSchedule"):
+        ddpm.q_sample(cosine_betas(10), x0, torch.tensor([0, 1, 2, 3]))
+    with pytest.raises(ValueError, match="tuple of positive ints"):
+        ddpm.sample(lambda x, t: x, sched, (0, 2), progress=False)

@@ -1,0 +1,186 @@
+"""The training loop: it learns, resumes exactly, never loses state, and stops on nan with a clear message."""
+
+import math
+import os
+import pickle
+import warnings
+
+import pytest
+import torch
+
+from minidiff import data
+from minidiff.diffusion import ddpm
+from minidiff.diffusion.schedules import make_schedule
+from minidiff.nets import TimeMLP
+from minidiff.train import (CheckpointError, TrainConfig, TrainingDiverged, list_checkpoints, load_checkpoint, lr_at,
+                            save_checkpoint, train)
+
+SCHED = make_schedule("linear", 50)
+
+
+def toy_setup(seed=0):
+    torch.manual_seed(seed)
+    model = TimeMLP(2, 32, 2)
+    pts = data.toy_2d("moons", 1024, seed=0)
+    sampler = data.TensorSampler(pts, batch_size=64, seed=seed)
+    loss_fn = lambda m, x: ddpm.ddpm_loss(m, SCHED, x)
+    return model, loss_fn, sampler
+
+
+def cfg(**kw):
+    base = dict(steps=40, lr=3e-3, warmup=5, ema_decay=0.9, progress=False, log_every=1)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_loss_falls():
+    model, loss_fn, sampler = toy_setup()
+    r = train(model, loss_fn, sampler, cfg(steps=400, log_every=10))
+    losses = r.history["loss"]
+    first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
+    assert last < 0.7 * first, (first, last)
+    assert r.step == 400 and r.stopped == "steps"
+
+
+def test_lr_schedule_endpoints():
+    c = TrainConfig(steps=100, lr=1.0, warmup=10, min_lr_ratio=0.1)
+    assert lr_at(0, c) == pytest.approx(0.1)
+    assert lr_at(9, c) == pytest.approx(1.0)
+    assert lr_at(10, c) == pytest.approx(1.0)
+    assert lr_at(55, c) == pytest.approx(0.1 + 0.9 * 0.5, rel=1e-6)
+    assert lr_at(100, c) == pytest.approx(0.1)
+
+
+class Interrupt(Exception):
+    pass
+
+
+def _interrupt_at(k):
+    def cb(step, loss):
+        if step == k:
+            raise Interrupt
+
+    return cb
+
+
+def test_interrupted_and_resumed_equals_uninterrupted(tmp_path):
+    model_a, loss_fn, sampler_a = toy_setup()
+    ra = train(model_a, loss_fn, sampler_a, cfg(ckpt_dir=tmp_path / "a", ckpt_every=10))
+
+    # run b: interrupted twice, between checkpoints, then resumed by calling train again
+    for stop in (17, 33, None):
+        model_b, loss_fn, sampler_b = toy_setup()
+        if stop != 17:
+            torch.manual_seed(1234)  # a different global RNG state: resume must restore the saved one
+        try:
+            rb = train(model_b, loss_fn, sampler_b, cfg(ckpt_dir=tmp_path / "b", ckpt_every=10),
+                       callback=_interrupt_at(stop) if stop else None)
+        except Interrupt:
+            continue
+    assert rb.resumed_from == 30
+    for (n, pa), pb in zip(ra.model.state_dict().items(), rb.model.state_dict().values()):
+        assert torch.equal(pa, pb), n
+    for pa, pb in zip(ra.ema.state_dict().values(), rb.ema.state_dict().values()):
+        assert torch.equal(pa, pb)
+    assert ra.history["loss"] == rb.history["loss"]
+
+
+def test_checkpoints_are_atomic_and_pruned(tmp_path):
+    model, loss_fn, sampler = toy_setup()
+    train(model, loss_fn, sampler, cfg(ckpt_dir=tmp_path, ckpt_every=10, keep=2))
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["ckpt_00000030.pt", "ckpt_00000040.pt"]  # no temp files left, only the last two
+    state = load_checkpoint(tmp_path / "ckpt_00000040.pt")
+    assert state["step"] == 40 and set(state) >= {"model", "ema", "optimizer", "rng", "sampler", "history"}
+
+
+def test_save_checkpoint_failure_keeps_old_file(tmp_path):
+    path = tmp_path / "ckpt_00000001.pt"
+    save_checkpoint({"model": {}, "step": 1}, path)
+    before = path.read_bytes()
+
+    class Boom:
+        def __reduce__(self):
+            raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        save_checkpoint({"model": {}, "step": 2, "x": Boom()}, path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
+def test_corrupted_newest_checkpoint_falls_back_to_previous(tmp_path):
+    model, loss_fn, sampler = toy_setup()
+    train(model, loss_fn, sampler, cfg(steps=20, ckpt_dir=tmp_path, ckpt_every=10))
+    newest = list_checkpoints(tmp_path)[-1]
+    newest.write_bytes(newest.read_bytes()[:100])  # truncate
+    with pytest.raises(CheckpointError, match=newest.name):
+        load_checkpoint(newest)
+    model, loss_fn, sampler = toy_setup()
+    with pytest.warns(UserWarning, match=newest.name):
+        r = train(model, loss_fn, sampler, cfg(steps=20, ckpt_dir=tmp_path, ckpt_every=10))
+    assert r.resumed_from == 10 and r.step == 20
+
+
+class Evil:
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+def test_pickled_object_is_refused_not_executed(tmp_path):
+    path = tmp_path / "ckpt_00000005.pt"
+    torch.save({"model": {}, "step": 5, "payload": Evil()}, path)
+    with pytest.raises(CheckpointError, match="weights_only"):
+        load_checkpoint(path)
+
+
+def test_nan_loss_stops_with_clear_message_and_keeps_last_checkpoint(tmp_path):
+    model, loss_fn, sampler = toy_setup()
+    calls = {"n": 0}
+
+    def bad_loss(m, x):
+        calls["n"] += 1
+        loss = loss_fn(m, x)
+        return loss * float("nan") if calls["n"] == 16 else loss
+
+    before = None
+
+    def remember(step, loss):
+        nonlocal before
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+
+    with pytest.raises(TrainingDiverged, match=r"loss became nan at step 15.*ckpt_00000010\.pt"):
+        train(model, bad_loss, sampler, cfg(steps=40, ckpt_dir=tmp_path, ckpt_every=10), callback=remember)
+    for k, v in model.state_dict().items():  # the bad update was never applied
+        assert torch.equal(v, before[k])
+    assert load_checkpoint(tmp_path / "ckpt_00000010.pt")["step"] == 10
+
+
+def test_wall_clock_budget():
+    model, loss_fn, sampler = toy_setup()
+    r = train(model, loss_fn, sampler, cfg(steps=10**6, max_seconds=0.5))
+    assert r.stopped == "time" and 0 < r.step < 10**6
+
+
+def test_resume_refuses_a_checkpoint_of_another_model(tmp_path):
+    model, loss_fn, sampler = toy_setup()
+    train(model, loss_fn, sampler, cfg(steps=10, ckpt_dir=tmp_path, ckpt_every=10))
+    other = TimeMLP(2, 16, 2)
+    with pytest.raises(CheckpointError, match="does not match"):
+        train(other, loss_fn, sampler, cfg(steps=20, ckpt_dir=tmp_path))
+
+
+@pytest.mark.parametrize("kw, match", [(dict(steps=-1), "steps"), (dict(lr=0.0), "lr"), (dict(amp="fp8"), "amp"),
+                                       (dict(ema_decay=1.0), "ema_decay"), (dict(grad_clip=0), "grad_clip"),
+                                       (dict(max_seconds=0), "max_seconds")])
+def test_bad_config(kw, match):
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(**kw)
+
+
+def test_bad_arguments():
+    model, loss_fn, sampler = toy_setup()
+    with pytest.raises(TypeError, match="nn.Module"):
+        train(lambda x: x, loss_fn, sampler, cfg())
+    with pytest.raises(TypeError, match="scalar tensor"):
+        train(model, lambda m, x: m(x, torch.zeros(len(x), dtype=torch.long)), sampler, cfg())
