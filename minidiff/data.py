@@ -104,6 +104,9 @@ def digits(split: str = "train", device="cpu", test_fraction: float = 0.2) -> Im
     return ImageData(X[idx].to(device), y[idx].to(device), "digits", DIGIT_CLASSES)
 
 
+_TV_NAMES = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "cifar10": "CIFAR10"}
+
+
 def _torchvision(name: str, split: str, device, download: bool, root=None) -> ImageData:
     _check_split(split)
     import torchvision
@@ -115,7 +118,7 @@ def _torchvision(name: str, split: str, device, download: bool, root=None) -> Im
         ds = cls(str(root), train=(split == "train"), download=download)
     except Exception as e:  # network errors, missing files, corrupted archives
         raise DatasetUnavailable(
-            f"could not load torchvision {cls.__name__} ({split}) from {root}"
+            f"could not load torchvision {_TV_NAMES[name]} ({split}) from {root}"
             f"{' (download attempted)' if download else ''}: {type(e).__name__}: {e}. "
             f"Check your network connection, or point ${DATA_ENV} at a folder that already holds the files; "
             f"offline, use minidiff.data.mnist5k()."

@@ -214,7 +214,8 @@ def noise_slider(schedule, x0: torch.Tensor, n_static: int = 6, seed: int = 0):
             tt = torch.full((x0.shape[0],), int(t), dtype=torch.long)
             fig = show_images(q_sample(sched, x0.cpu().float(), tt, noise), nrow=x0.shape[0],
                               title=f"t = {t}, ᾱ_t = {sched.alphas_cumprod[t]:.3f}, SNR = {sched.snr[t]:.3g}")
-            plt.show(fig)
+            display(fig)
+            plt.close(fig)
 
     slider = widgets.IntSlider(value=0, min=0, max=schedule.T - 1, step=1, description="t",
                                continuous_update=False)

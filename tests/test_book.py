@@ -1,0 +1,94 @@
+"""The book: table of contents, notebooks stored clean with the standard setup cell, and a real build."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+CHAPTERS = sorted((ROOT / "chapters").glob("*.ipynb"))
+sys.path.insert(0, str(ROOT / "scripts"))
+import sync_setup_cells  # noqa: E402
+
+
+def toc_files():
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    files = [toc["root"]]
+    for part in toc.get("parts", []):
+        files += [c["file"] for c in part["chapters"]]
+    return files
+
+
+def test_every_chapter_in_toc_and_every_toc_entry_exists():
+    files = toc_files()
+    for nb in CHAPTERS:
+        assert f"chapters/{nb.stem}" in files, f"{nb.name} is missing from _toc.yml"
+    for f in files:
+        assert any((ROOT / f).with_suffix(s).exists() for s in (".md", ".ipynb")), f"_toc.yml entry {f} has no file"
+
+
+@pytest.mark.parametrize("nb_path", CHAPTERS, ids=lambda p: p.name)
+def test_notebook_is_stripped_and_starts_with_the_setup_cell(nb_path):
+    nb = nbformat.read(nb_path, as_version=4)
+    for c in nb.cells:
+        if c.cell_type == "code":
+            assert not c.outputs and c.execution_count is None, "outputs must be stripped (make sync)"
+    i, cell = sync_setup_cells.first_code_cell(nb)
+    assert cell.source == sync_setup_cells.setup_source(nb_path.stem), "setup cell out of date: run make sync"
+    assert i <= 1, "the setup cell must come first (after the title)"
+    assert "google.colab" in cell.source and "torch" not in cell.source.split("pip")[1].split("\n")[0]
+
+
+@pytest.mark.parametrize("nb_path", CHAPTERS, ids=lambda p: p.name)
+def test_notebook_states_runtime_per_profile_and_has_exercises(nb_path):
+    nb = nbformat.read(nb_path, as_version=4)
+    text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    for profile in ("`ci`", "`cpu`", "`gpu`"):
+        assert profile in text, f"runtime for {profile} not stated"
+    assert len(re.findall(r"Exercise \d", text)) >= 3
+    assert sum("hide-input" in c.metadata.get("tags", []) for c in nb.cells if c.cell_type == "code") >= 3
+
+
+def test_repository_url_defined_once_and_used_by_setup_cells():
+    url = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"]
+    for nb_path in CHAPTERS:
+        assert f'REPO_URL = "{url}"' in nbformat.read(nb_path, as_version=4).cells[1].source
+
+
+@pytest.fixture(scope="module")
+def built_book(tmp_path_factory):
+    """Build the book once (ci profile) with warnings turned into errors; yields the html folder."""
+    out = tmp_path_factory.mktemp("book")
+    env = dict(os.environ, MINIDIFF_PROFILE="ci", MINIDIFF_STATIC="1")
+    jb = Path(sys.executable).with_name("jupyter-book")
+    proc = subprocess.run([str(jb), "build", str(ROOT), "--path-output", str(out), "-W", "-n", "--keep-going"],
+                          env=env, capture_output=True, text=True, timeout=1500)
+    log = proc.stdout + proc.stderr
+    warnings = [l for l in log.splitlines() if "WARNING" in l and "Kernel is running over TCP" not in l]
+    assert proc.returncode == 0 and not warnings, "book build failed or warned:\n" + "\n".join(warnings or log.splitlines()[-40:])
+    return out / "_build" / "html"
+
+
+@pytest.mark.book
+def test_book_builds_with_executed_chapter_and_colab_link(built_book):
+    html = built_book
+    assert (html / "index.html").exists()
+    for nb in CHAPTERS:
+        page = (html / "chapters" / f"{nb.stem}.html").read_text()
+        # executed: images and printed numbers are in the page
+        assert page.count("<img") >= 5, "executed figures missing"
+        assert "held-out accuracy of the feature network" in page
+        # a Colab launch link pointing at this chapter's notebook in the repository
+        assert re.search(rf'colab\.research\.google\.com/github/[^"]+/blob/main/chapters/{nb.stem}\.ipynb', page)
+        # citations resolved to the bibliography
+        assert "Ho et al." in page or "Ho <em>et al.</em>" in page
+    refs = (html / "book" / "references.html").read_text()
+    assert "Denoising Diffusion Probabilistic Models" in refs
+    assert (html / "_static" / "mathjax" / "tex-svg-full.js").exists()

@@ -1,0 +1,112 @@
+"""FID/KID against independent references, and sanity checks of the shipped feature network."""
+
+import json
+
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+
+from minidiff import data, metrics
+
+
+def naive_fid(mu1, s1, mu2, s2):
+    covmean = scipy.linalg.sqrtm(s1 @ s2)
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1 + s2 - 2 * covmean.real))
+
+
+def test_frechet_distance_matches_scipy():
+    rng = np.random.default_rng(0)
+    for d in (1, 5, 20):
+        a, b = rng.standard_normal((d, d)), rng.standard_normal((d, d))
+        s1, s2 = a @ a.T + 0.1 * np.eye(d), b @ b.T + 0.1 * np.eye(d)
+        mu1, mu2 = rng.standard_normal(d), rng.standard_normal(d)
+        got = metrics.frechet_distance(*(torch.from_numpy(v) for v in (mu1, s1, mu2, s2)))
+        assert got == pytest.approx(naive_fid(mu1, s1, mu2, s2), rel=1e-6)
+
+
+def test_frechet_distance_1d_closed_form():
+    # for 1-D Gaussians: (m1 - m2)^2 + (s1 - s2)^2
+    got = metrics.frechet_distance(torch.tensor([1.0]), torch.tensor([[4.0]]), torch.tensor([3.0]), torch.tensor([[9.0]]))
+    assert got == pytest.approx((1 - 3) ** 2 + (2 - 3) ** 2)
+
+
+def test_fid_from_features_zero_for_identical_and_singular_ok():
+    f = torch.randn(50, 64, dtype=torch.float64)  # fewer samples than dims: singular covariance
+    assert metrics.fid_from_features(f, f) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_kid_unbiased_near_zero_for_same_distribution():
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(400, 8, generator=g), torch.randn(400, 8, generator=g)
+    m, s = metrics.kid_from_features(a, b, subsets=30, subset_size=200)
+    assert abs(m) < 3 * s + 1e-3
+    m2, _ = metrics.kid_from_features(a, b + 1.0, subsets=30, subset_size=200)
+    assert m2 > 10 * abs(m)
+
+
+def test_kid_matches_naive_double_loop():
+    g = torch.Generator().manual_seed(1)
+    a, b = torch.randn(6, 3, generator=g, dtype=torch.float64), torch.randn(6, 3, generator=g, dtype=torch.float64)
+    k = lambda x, y: (float(x @ y) / 3 + 1) ** 3
+    m = 6
+    naive = (sum(k(a[i], a[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
+             + sum(k(b[i], b[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
+             - 2 * sum(k(a[i], b[j]) for i in range(m) for j in range(m)) / m**2)
+    got, _ = metrics.kid_from_features(a, b, subsets=1, subset_size=6)  # a subset of all rows = all rows
+    assert got == pytest.approx(naive, rel=1e-9)
+
+
+@pytest.fixture(scope="module")
+def mnist():
+    return data.mnist5k("train"), data.mnist5k("test")
+
+
+def test_feature_net_accuracy_as_stated(mnist):
+    _, te = mnist
+    acc = (metrics.predict_proba(te.x).argmax(1) == te.y).float().mean().item()
+    info = metrics.feature_net_info()
+    assert acc >= 0.97 and acc == pytest.approx(info["heldout_accuracy"], abs=0.002)
+    path = metrics.resources.files("minidiff") / "assets" / metrics.WEIGHTS_FILE
+    assert path.stat().st_size < 1_000_000
+
+
+def test_fid_sanity_ordering(mnist):
+    tr, te = mnist
+    real = metrics.fid(tr.x[:1000], te.x)
+    blurred = metrics.fid(metrics.gaussian_blur(tr.x[:1000], 1.0), te.x)
+    noise = metrics.fid(torch.randn(1000, 1, 28, 28).clamp(-1, 1), te.x)
+    assert real < 0.1 * blurred and blurred < 0.5 * noise, (real, blurred, noise)
+    km_real, _ = metrics.kid(tr.x[:1000], te.x)
+    km_noise, _ = metrics.kid(torch.randn(1000, 1, 28, 28).clamp(-1, 1), te.x)
+    assert km_real < 0.05 * km_noise
+
+
+def test_classifier_confidence(mnist):
+    tr, _ = mnist
+    c = metrics.classifier_confidence(tr.x[:500])
+    assert c["mean_max_prob"] > 0.95 and c["class_entropy"] > 2.2
+    ones = tr.x[tr.y == 1][:100]
+    assert metrics.classifier_confidence(ones)["class_entropy"] < 0.3
+
+
+def test_gaussian_blur():
+    x = torch.zeros(1, 1, 15, 15)
+    x[0, 0, 7, 7] = 1.0
+    y = metrics.gaussian_blur(x, 1.5)
+    assert y.sum().item() == pytest.approx(1.0, abs=1e-5)  # mass preserved away from borders
+    ii = torch.arange(15.0)
+    var = (y[0, 0].sum(0) * (ii - 7) ** 2).sum()
+    assert var.item() == pytest.approx(1.5**2, rel=0.02)
+    assert torch.equal(metrics.gaussian_blur(x, 0), x)
+
+
+def test_metric_bad_inputs():
+    with pytest.raises(ValueError, match="28x28"):
+        metrics.fid(torch.zeros(4, 1, 32, 32), torch.zeros(4, 1, 32, 32))
+    with pytest.raises(ValueError, match="nan or inf"):
+        metrics.fid(torch.full((4, 1, 28, 28), float("nan")), torch.zeros(4, 1, 28, 28))
+    with pytest.raises(ValueError, match="at least 2 rows"):
+        metrics.fid_from_features(torch.zeros(1, 3), torch.zeros(5, 3))
+    with pytest.raises(ValueError, match="1 channel"):
+        metrics.fid(torch.zeros(4, 3, 28, 28), torch.zeros(4, 3, 28, 28))

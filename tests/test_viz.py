@@ -1,0 +1,49 @@
+import matplotlib
+
+matplotlib.use("Agg")
+
+import pytest
+import torch
+
+from minidiff import viz
+from minidiff.diffusion.schedules import make_schedule
+
+
+def test_image_grid_and_show():
+    x = torch.rand(10, 1, 8, 8) * 2 - 1
+    g = viz.image_grid(x, nrow=5)
+    assert g.shape[0] == 3 and g.shape[1] == 2 * 8 + 3 * 2 and g.shape[2] == 5 * 8 + 6 * 2
+    fig = viz.show_images(x, nrow=5, title="t")
+    assert fig.axes[0].get_title() == "t"
+    with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
+        viz.image_grid(torch.zeros(8, 8))
+
+
+def test_plots_return_figures():
+    s = {"lin": make_schedule("linear", 100), "cos": make_schedule("cosine", 100)}
+    fig = viz.plot_schedules(s)
+    assert len(fig.axes) == 3 and len(fig.axes[0].lines) == 2
+    h = {"step": list(range(1, 51)), "loss": [1 / i for i in range(1, 51)], "lr": [0.1] * 50, "time": list(range(50))}
+    assert viz.plot_losses(h).axes[0].get_yscale() == "log"
+    with pytest.raises(ValueError, match="no recorded losses"):
+        viz.plot_losses({"step": [], "loss": []})
+    traj = [(t, torch.randn(30, 2)) for t in (10, 5, 0)]
+    assert len(viz.plot_trajectory_2d(traj, n_panels=3).axes) == 4
+    with pytest.raises(ValueError, match=r"\(N, 2\)"):
+        viz.scatter_2d(torch.zeros(5, 3))
+    itraj = [(t, torch.rand(4, 1, 8, 8)) for t in (10, 5, 0)]
+    assert viz.plot_image_trajectory(itraj, n_images=2).axes
+
+
+def test_noise_slider_static_fallback_and_widget(monkeypatch):
+    s = make_schedule("cosine", 50)
+    x0 = torch.rand(3, 1, 8, 8) * 2 - 1
+    monkeypatch.setenv("MINIDIFF_STATIC", "1")
+    assert not viz.widgets_enabled()
+    fig = viz.noise_slider(s, x0, n_static=4)
+    assert isinstance(fig, matplotlib.figure.Figure)
+    ipywidgets = pytest.importorskip("ipywidgets")
+    monkeypatch.setattr(viz, "widgets_enabled", lambda: True)
+    w = viz.noise_slider(s, x0)
+    assert isinstance(w, ipywidgets.VBox) and w.children[0].max == 49
+    w.children[0].value = 30  # moving the slider redraws without error
