@@ -1,14 +1,24 @@
 """Root pytest configuration: enforce each chapter's time budget when chapters run under nbval.
 
 nbval runs one test item per notebook cell; we add up the cell durations of each notebook and fail the session
-if a chapter exceeds the budget of the active profile (``minidiff.config.Profile.chapter_budget_s``; 60 s in ci).
+if a chapter exceeds the budget of the active profile (``minidiff.config.Profile.chapter_budget_s``; 60 s in ci),
+or ``$MINIDIFF_CHAPTER_BUDGET_S`` when set.
 """
 
 from __future__ import annotations
 
 import collections
+import os
 
 _durations: dict[str, float] = collections.defaultdict(float)
+
+
+def _budget() -> float:
+    if os.environ.get("MINIDIFF_CHAPTER_BUDGET_S"):
+        return float(os.environ["MINIDIFF_CHAPTER_BUDGET_S"])
+    from minidiff.config import get_profile
+
+    return get_profile().chapter_budget_s
 
 
 def pytest_runtest_logreport(report):
@@ -20,9 +30,7 @@ def pytest_runtest_logreport(report):
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if not _durations:
         return
-    from minidiff.config import get_profile
-
-    budget = get_profile().chapter_budget_s
+    budget = _budget()
     terminalreporter.section("chapter runtimes (nbval)")
     for path, secs in sorted(_durations.items()):
         flag = "" if secs <= budget else f"  OVER BUDGET ({budget:.0f} s)"
@@ -32,9 +40,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
 def pytest_sessionfinish(session, exitstatus):
     if not _durations:
         return
-    from minidiff.config import get_profile
-
-    budget = get_profile().chapter_budget_s
+    budget = _budget()
     over = {p: s for p, s in _durations.items() if s > budget}
     if over and session.exitstatus == 0:
         session.exitstatus = 1

@@ -2,8 +2,8 @@
 
 ``train(model, loss_fn, batches, cfg)`` runs AdamW with linear warmup and cosine decay, gradient
 clipping, an exponential moving average (EMA) of the weights, mixed precision on GPU (bf16 where
-supported, else fp16 with a gradient scaler), a step budget and a wall-clock budget, ``tqdm.auto``
-progress with the running loss, and a history for plots.
+supported, else fp16 with a gradient scaler), a step budget and a wall-clock budget, a progress bar with the
+running loss (``tqdm.auto``'s widget in a live notebook, plain text elsewhere), and a history for plots.
 
 Training state is never lost:
 
