@@ -1,7 +1,11 @@
-"""Progress bars: ``tqdm.auto`` (a widget) where a live Jupyter frontend exists, plain text elsewhere (terminals,
-CI, and the executed notebooks of the static website, where a widget would show up as an empty box)."""
+"""Progress bars: ``tqdm.auto`` (a widget) where a live Jupyter frontend exists, plain text elsewhere.
+
+In a notebook executed without a frontend (the website build, nbval) every text refresh would be kept as a
+line of output, so there the bar is drawn only when it starts and when it ends."""
 
 from __future__ import annotations
+
+import sys
 
 
 def tqdm(*args, **kwargs):
@@ -11,4 +15,7 @@ def tqdm(*args, **kwargs):
         from tqdm.auto import tqdm as _tqdm
     else:
         from tqdm.std import tqdm as _tqdm
+
+        if "ipykernel" in sys.modules:
+            kwargs.setdefault("mininterval", float("inf"))
     return _tqdm(*args, **kwargs)

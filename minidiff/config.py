@@ -123,7 +123,7 @@ _PROFILES: dict[str, Profile] = {
             channel_mults=(1, 2), attention=False, patch=2, batch=64, steps=4000, max_seconds=330.0, lr=2e-3,
             warmup=100, ema_decay=0.995, n_samples=500, sample_batch=500,
         ),
-        runtimes={"04_ddpm": "about 9 min on 2 CPU cores"},
+        runtimes={"04_ddpm": "about 8 min on 2 CPU cores"},
         chapter_budget_s=600.0,
     ),
     "gpu": Profile(

@@ -118,12 +118,18 @@ def scatter_2d(points, ax=None, title: str | None = None, s: float = 2.0, lim: f
     return fig
 
 
-def plot_trajectory_2d(trajectory: Sequence, n_panels: int = 6, lim: float = 3.0, n_paths: int = 40):
+def plot_trajectory_2d(trajectory: Sequence, n_panels: int = 6, lim: float = 3.0, n_paths: int = 40,
+                       times: Sequence[int] | None = None):
     """Panels of a 2-D sampling trajectory (a list of ``(t, x_t)`` from ``sample(..., return_trajectory=True)``),
-    plus a last panel with the paths of ``n_paths`` points. Returns the figure."""
+    plus a last panel with the paths of ``n_paths`` points. ``times`` picks the snapshots to show (the nearest
+    recorded ones); by default ``n_panels`` evenly spaced ones. Returns the figure."""
     if len(trajectory) < 2:
         raise ValueError("trajectory needs at least two snapshots")
-    idx = np.unique(np.linspace(0, len(trajectory) - 1, min(n_panels, len(trajectory))).round().astype(int))
+    if times is not None:
+        recorded = np.array([t for t, _ in trajectory])
+        idx = np.unique([int(np.abs(recorded - t).argmin()) for t in times])
+    else:
+        idx = np.unique(np.linspace(0, len(trajectory) - 1, min(n_panels, len(trajectory))).round().astype(int))
     fig, axes = plt.subplots(1, len(idx) + 1, figsize=(2.4 * (len(idx) + 1), 2.6))
     for ax, i in zip(axes, idx):
         t, x = trajectory[i]
