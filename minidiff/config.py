@@ -103,7 +103,7 @@ _PROFILES: dict[str, Profile] = {
     "ci": Profile(
         name="ci",
         description="CI / quick check: offline data, tiny models, every chapter under 60 s on 2 CPU cores",
-        toy=ToyDiffusionConfig(n_points=4096, T=100, hidden=64, depth=2, batch=256, steps=1000, lr=3e-3,
+        toy=ToyDiffusionConfig(n_points=4096, T=100, hidden=64, depth=2, batch=256, steps=700, lr=3e-3,
                                n_samples=1000),
         ddpm=ImageDiffusionConfig(
             dataset="mnist5k", T=50, schedule="cosine", prediction="eps", base_channels=16,

