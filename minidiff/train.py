@@ -246,6 +246,14 @@ def _set_rng_state(state: dict) -> None:
 
 # ----------------------------------------------------------------------------- the loop
 
+def _native_bf16() -> bool:
+    """True on GPUs with hardware bf16 (Ampere and newer). A T4 only emulates it, slowly, so it gets fp16."""
+    try:
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    except TypeError:  # older torch without the keyword
+        return torch.cuda.get_device_capability()[0] >= 8
+
+
 def _amp_settings(amp: str, device: torch.device):
     if device.type != "cuda" or amp == "off":
         if amp in ("bf16", "fp16") and device.type != "cuda":
@@ -253,7 +261,7 @@ def _amp_settings(amp: str, device: torch.device):
                           stacklevel=3)
         return None, None
     if amp == "auto":
-        amp = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        amp = "bf16" if _native_bf16() else "fp16"
     dtype = torch.bfloat16 if amp == "bf16" else torch.float16
     scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
     return dtype, scaler
