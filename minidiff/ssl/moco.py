@@ -1,0 +1,85 @@
+r"""MoCo building blocks (He et al. 2020; Chen et al. 2020, "MoCo v2"): the momentum encoder update, the FIFO queue
+of negative keys, and the InfoNCE loss with the positive in column 0.
+
+- momentum update (He et al. 2020, eq. 2): :math:`\theta_k \leftarrow m\,\theta_k + (1-m)\,\theta_q`;
+- InfoNCE (eq. 1): :math:`\mathcal L_q = -\log\frac{\exp(q\cdot k_+/\tau)}{\exp(q\cdot k_+/\tau) + \sum_{k_-}\exp(q\cdot k_-/\tau)}`
+  with :math:`q, k` L2-normalised and the negatives :math:`k_-` taken from the queue.
+
+Note on BatchNorm: on several GPUs MoCo shuffles the keys' batch across devices so that BatchNorm statistics
+cannot leak which key matches which query. On one GPU or a CPU the same effect is had by splitting the key
+batch into chunks that are normalised separately, or by using GroupNorm/LayerNorm in the encoder.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+import torch.nn.functional as F
+
+from .._checks import check_tensor
+
+
+@torch.no_grad()
+def momentum_update(key_params: Iterable[torch.Tensor], query_params: Iterable[torch.Tensor], m: float) -> None:
+    r""":math:`\theta_k \leftarrow m\,\theta_k + (1-m)\,\theta_q` in place (``m=0`` copies, ``m=1`` keeps)."""
+    if not 0.0 <= m <= 1.0:
+        raise ValueError(f"momentum m must be in [0, 1], got {m}")
+    key_params, query_params = list(key_params), list(query_params)
+    if len(key_params) != len(query_params):
+        raise ValueError(f"key and query encoders differ: {len(key_params)} vs {len(query_params)} parameter tensors")
+    for k, q in zip(key_params, query_params):
+        if k.shape != q.shape:
+            raise ValueError(f"parameter shapes differ: {tuple(k.shape)} vs {tuple(q.shape)}")
+        k.mul_(m).add_(q.detach(), alpha=1 - m)
+
+
+class KeyQueue:
+    """A FIFO queue of the ``size`` most recent keys (d-dimensional), stored in a ring buffer.
+
+    ``enqueue(keys)`` overwrites the oldest entries (wrapping around the end); ``keys()`` returns the filled part,
+    oldest first."""
+
+    def __init__(self, size: int, dim: int, device="cpu"):
+        if size <= 0 or dim <= 0:
+            raise ValueError(f"size and dim must be positive, got size={size}, dim={dim}")
+        self.size, self.dim = size, dim
+        self.buffer = torch.zeros(size, dim, device=device)
+        self.ptr = 0
+        self.count = 0
+
+    @torch.no_grad()
+    def enqueue(self, keys: torch.Tensor) -> None:
+        check_tensor(keys, "keys", ndim=2, floating=True)
+        if keys.shape[1] != self.dim:
+            raise ValueError(f"keys must have shape (B, {self.dim}), got {tuple(keys.shape)}")
+        keys = keys.detach()[-self.size:]
+        b = keys.shape[0]
+        idx = (self.ptr + torch.arange(b)) % self.size
+        self.buffer[idx.to(self.buffer.device)] = keys.to(self.buffer)
+        self.ptr = (self.ptr + b) % self.size
+        self.count = min(self.size, self.count + b)
+
+    def keys(self) -> torch.Tensor:
+        if self.count < self.size:
+            return self.buffer[:self.count]
+        return torch.cat([self.buffer[self.ptr:], self.buffer[:self.ptr]])
+
+    def __len__(self) -> int:
+        return self.count
+
+
+def infonce(q: torch.Tensor, k: torch.Tensor, negatives: torch.Tensor, temperature: float = 0.2) -> torch.Tensor:
+    """InfoNCE with the positive logit in column 0 and the queue's keys as negatives; mean over the batch."""
+    check_tensor(q, "q", ndim=2, floating=True)
+    if k.shape != q.shape:
+        raise ValueError(f"q and k must have the same shape (B, d), got {tuple(q.shape)} and {tuple(k.shape)}")
+    check_tensor(negatives, "negatives", ndim=2, floating=True)
+    if negatives.shape[1] != q.shape[1]:
+        raise ValueError(f"negatives must have {q.shape[1]} columns, got shape {tuple(negatives.shape)}")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    q, k, negatives = F.normalize(q, dim=1), F.normalize(k, dim=1), F.normalize(negatives, dim=1)
+    pos = (q * k).sum(1, keepdim=True)
+    logits = torch.cat([pos, q @ negatives.T], dim=1) / temperature
+    return F.cross_entropy(logits, torch.zeros(q.shape[0], dtype=torch.long, device=q.device))
