@@ -83,6 +83,72 @@ class ImageDiffusionConfig:
 
 
 @dataclass(frozen=True)
+class SSLConfig:
+    """Sizes for self-supervised pretraining (chapters 01-02) and its evaluation.
+
+    Training stops after ``steps`` or ``max_seconds``, whichever comes first (``None`` = no time limit; the ``ci``
+    profile uses steps only, so its numbers are reproducible). Features are judged by a linear probe trained on
+    ``probe_per_class`` labels per class, averaged over ``probe_repeats`` labelled subsets, and by weighted kNN.
+    The notebooks assert that self-supervised features beat raw pixels and a random encoder by ``min_margin``.
+    """
+
+    dataset: str = "mnist5k"
+    encoder: str = "convnet"          # "convnet" (28x28 digits) or "resnet18" (CIFAR stem)
+    width: int = 32
+    batch: int = 256
+    steps: int = 1000
+    max_seconds: float | None = None
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    aug_strength: float = 1.0
+    temperature: float = 0.5          # NT-Xent
+    proj_hidden: int = 256
+    proj_dim: int = 64
+    moco_steps: int = 1000
+    moco_max_seconds: float | None = None
+    moco_queue: int = 1024
+    moco_momentum: float = 0.99
+    moco_temperature: float = 0.2
+    probe_per_class: int = 10
+    probe_repeats: int = 5
+    knn_k: int = 20
+    embedding_2d: str = "pca"         # "pca" (fast) or "tsne"
+    n_embed: int = 1000
+    min_margin: float = 0.05
+
+
+@dataclass(frozen=True)
+class RotationConfig:
+    """Sizes for RotNet rotation prediction (chapter 01); ``feature_depth`` is the encoder stage probed."""
+
+    dataset: str = "mnist5k"
+    encoder: str = "convnet"
+    width: int = 16
+    batch: int = 64
+    steps: int = 1000
+    max_seconds: float | None = None
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    aug_strength: float = 0.5
+    feature_depth: int = 2
+
+
+@dataclass(frozen=True)
+class VAEConfig:
+    """Sizes for the convolutional VAE (chapter 03)."""
+
+    dataset: str = "mnist5k"
+    latent_dim: int = 16
+    width: int = 32
+    batch: int = 128
+    steps: int = 2000
+    max_seconds: float | None = None
+    lr: float = 2e-3
+    beta: float = 1.0
+    eval_samples: int = 1     # Monte-Carlo samples per image for the held-out ELBO
+
+
+@dataclass(frozen=True)
 class Profile:
     """All sizes for one budget. Immutable: use :func:`dataclasses.replace` to experiment."""
 
@@ -90,6 +156,9 @@ class Profile:
     description: str
     toy: ToyDiffusionConfig
     ddpm: ImageDiffusionConfig
+    ssl: SSLConfig = field(default_factory=SSLConfig)
+    rotation: RotationConfig = field(default_factory=RotationConfig)
+    vae: VAEConfig = field(default_factory=VAEConfig)
     # expected runtime of each chapter in this profile, for the banner
     runtimes: Mapping[str, str] = field(default_factory=dict)
     # max time (s) a chapter may take in this profile; checked by the notebook tests
@@ -110,7 +179,11 @@ _PROFILES: dict[str, Profile] = {
             channel_mults=(1, 2), attention=False, patch=2, batch=64, steps=350, max_seconds=None, lr=3e-3,
             warmup=30, ema_decay=0.99, n_samples=250, sample_batch=250,
         ),
-        runtimes={"04_ddpm": "about 50 s on 2 CPU cores"},
+        ssl=SSLConfig(width=16, batch=256, steps=90, lr=3e-3, moco_steps=70, embedding_2d="pca", n_embed=1000),
+        rotation=RotationConfig(width=16, batch=64, steps=200, lr=3e-3, aug_strength=0.5, feature_depth=2),
+        vae=VAEConfig(latent_dim=16, width=16, batch=128, steps=300, lr=3e-3),
+        runtimes={"01_rotation": "about 35 s on 2 CPU cores", "02_contrastive": "about 50 s on 2 CPU cores",
+                  "03_vae": "about 35 s on 2 CPU cores", "04_ddpm": "about 50 s on 2 CPU cores"},
         chapter_budget_s=60.0,
     ),
     "cpu": Profile(
@@ -123,7 +196,13 @@ _PROFILES: dict[str, Profile] = {
             channel_mults=(1, 2), attention=False, patch=2, batch=64, steps=4000, max_seconds=330.0, lr=2e-3,
             warmup=100, ema_decay=0.995, n_samples=500, sample_batch=500,
         ),
-        runtimes={"04_ddpm": "about 8 min on 2 CPU cores"},
+        ssl=SSLConfig(width=32, batch=256, steps=4000, max_seconds=180.0, lr=3e-3, moco_steps=4000,
+                      moco_max_seconds=150.0, embedding_2d="tsne", n_embed=1000),
+        rotation=RotationConfig(width=32, batch=64, steps=4000, max_seconds=180.0, lr=3e-3, aug_strength=0.5,
+                                feature_depth=2),
+        vae=VAEConfig(latent_dim=16, width=32, batch=128, steps=4000, max_seconds=180.0, lr=2e-3),
+        runtimes={"01_rotation": "about 4 min on 2 CPU cores", "02_contrastive": "about 7 min on 2 CPU cores",
+                  "03_vae": "about 4 min on 2 CPU cores", "04_ddpm": "about 8 min on 2 CPU cores"},
         chapter_budget_s=600.0,
     ),
     "gpu": Profile(
@@ -136,7 +215,15 @@ _PROFILES: dict[str, Profile] = {
             channel_mults=(1, 2, 2), attention=True, patch=1, batch=256, steps=12000, max_seconds=720.0, lr=1e-3,
             warmup=500, ema_decay=0.999, n_samples=2000, sample_batch=1000,
         ),
-        runtimes={"04_ddpm": "about 15 min on a Colab T4"},
+        ssl=SSLConfig(dataset="cifar10", encoder="resnet18", width=64, batch=512, steps=20000, max_seconds=540.0,
+                      lr=2e-3, weight_decay=1e-6, temperature=0.5, proj_hidden=2048, proj_dim=128, moco_steps=20000,
+                      moco_max_seconds=360.0, moco_queue=4096, moco_momentum=0.99, moco_temperature=0.2,
+                      knn_k=200, embedding_2d="tsne", n_embed=2000),
+        rotation=RotationConfig(dataset="cifar10", encoder="resnet18", width=64, batch=128, steps=20000,
+                                max_seconds=600.0, lr=2e-3, aug_strength=1.0, feature_depth=2),
+        vae=VAEConfig(dataset="mnist", latent_dim=32, width=64, batch=256, steps=20000, max_seconds=480.0, lr=1e-3),
+        runtimes={"01_rotation": "about 12 min on a Colab T4", "02_contrastive": "about 17 min on a Colab T4",
+                  "03_vae": "about 9 min on a Colab T4", "04_ddpm": "about 15 min on a Colab T4"},
         chapter_budget_s=1200.0,
     ),
 }

@@ -120,3 +120,19 @@ def test_probes_separate_informative_from_random_features():
         assert lo <= evaluate.linear_probe(f[sub], y[sub], f[200:], y[200:]) <= hi
     with pytest.raises(ValueError, match="fewer than per_class"):
         evaluate.low_label_subset(y[:8], per_class=5)
+
+
+def test_low_label_probe_on_separable_and_on_uninformative_features():
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(10).repeat(30)
+    centres = torch.randn(10, 16, generator=g) * 5
+    feats = centres[y] + 0.1 * torch.randn(300, 16, generator=g)
+    for method in ("linear", "knn"):
+        acc, sd = evaluate.low_label_probe(feats[:200], y[:200], feats[200:], y[200:], per_class=2, repeats=3,
+                                           method=method)
+        assert acc == 1.0 and sd == 0.0
+    noise = torch.randn(300, 16, generator=g)
+    acc, _ = evaluate.low_label_probe(noise[:200], y[:200], noise[200:], y[200:], per_class=5, repeats=3)
+    assert acc < 0.3  # chance is 0.1: nothing to learn from noise
+    with pytest.raises(ValueError, match="method"):
+        evaluate.low_label_probe(feats, y, feats, y, method="svm")

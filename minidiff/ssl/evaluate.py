@@ -84,3 +84,27 @@ def low_label_subset(labels: torch.Tensor, per_class: int, seed: int = 0) -> tor
             raise ValueError(f"class {c} has only {len(idx)} examples, fewer than per_class={per_class}")
         out.append(idx[torch.randperm(len(idx), generator=g)[:per_class]])
     return torch.cat(out)
+
+
+def low_label_probe(train_feats, train_labels, test_feats, test_labels, per_class: int = 10, repeats: int = 5,
+                    method: str = "linear", seed: int = 0, **kwargs) -> tuple[float, float]:
+    """Accuracy of a probe trained on only ``per_class`` labelled examples of every class, averaged over
+    ``repeats`` random labelled subsets: returns ``(mean, std)``. ``method`` is ``"linear"`` (:func:`linear_probe`)
+    or ``"knn"`` (:func:`knn_accuracy`; ``k`` defaults to ``per_class``)."""
+    _check_pair(train_feats, train_labels, "train")
+    _check_pair(test_feats, test_labels, "test")
+    if method not in ("linear", "knn"):
+        raise ValueError(f"method must be 'linear' or 'knn', got {method!r}")
+    if repeats <= 0:
+        raise ValueError(f"repeats must be positive, got {repeats}")
+    accs = []
+    for r in range(repeats):
+        idx = low_label_subset(train_labels, per_class, seed=seed + r)
+        if method == "linear":
+            accs.append(linear_probe(train_feats[idx], train_labels[idx], test_feats, test_labels, seed=seed + r,
+                                     **kwargs))
+        else:
+            accs.append(knn_accuracy(train_feats[idx], train_labels[idx], test_feats, test_labels,
+                                     k=kwargs.get("k", per_class), t=kwargs.get("t", 0.1)))
+    a = torch.tensor(accs)
+    return a.mean().item(), (a.std().item() if repeats > 1 else 0.0)

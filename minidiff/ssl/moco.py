@@ -16,6 +16,7 @@ from typing import Iterable
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from .._checks import check_tensor
 
@@ -83,3 +84,73 @@ def infonce(q: torch.Tensor, k: torch.Tensor, negatives: torch.Tensor, temperatu
     pos = (q * k).sum(1, keepdim=True)
     logits = torch.cat([pos, q @ negatives.T], dim=1) / temperature
     return F.cross_entropy(logits, torch.zeros(q.shape[0], dtype=torch.long, device=q.device))
+
+
+class MoCo(nn.Module):
+    """MoCo v2 (Chen, Fan, Girshick & He 2020): a query encoder (encoder + MLP head) trained by gradient, a key
+    encoder that is its exponential moving average (:func:`momentum_update`), and a queue of past keys as negatives.
+
+    ``forward(x_q, x_k)`` does one MoCo step's forward pass: momentum update of the key encoder, keys computed
+    without gradient (with the batch shuffled and normalised in ``bn_splits`` chunks, the single-device stand-in
+    for shuffling BN), the InfoNCE loss against the queue, then the keys are enqueued. The queue is a buffer, so it
+    is saved and restored with the model's ``state_dict`` by :func:`minidiff.train.train`'s checkpoints.
+    """
+
+    def __init__(self, encoder: nn.Module, proj_hidden: int = 512, proj_dim: int = 128, queue_size: int = 4096,
+                 momentum: float = 0.99, temperature: float = 0.2, bn_splits: int = 2):
+        super().__init__()
+        import copy
+
+        from .simclr import projection_head
+
+        if not hasattr(encoder, "feature_dim"):
+            raise TypeError("encoder must expose feature_dim (use minidiff.nets.resnet.ConvNet or ResNet)")
+        if not 0 <= momentum <= 1:
+            raise ValueError(f"momentum must be in [0, 1], got {momentum}")
+        if queue_size <= 0 or bn_splits <= 0:
+            raise ValueError(f"queue_size and bn_splits must be positive, got {queue_size}, {bn_splits}")
+        self.encoder = encoder
+        self.head = projection_head(encoder.feature_dim, proj_hidden, proj_dim)
+        self.key_encoder = copy.deepcopy(encoder)
+        self.key_head = copy.deepcopy(self.head)
+        for p in list(self.key_encoder.parameters()) + list(self.key_head.parameters()):
+            p.requires_grad_(False)
+        self.momentum, self.temperature, self.bn_splits = momentum, temperature, bn_splits
+        self.register_buffer("queue", F.normalize(torch.randn(queue_size, proj_dim), dim=1))
+        self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x)
+
+    def _query_params(self):
+        return list(self.encoder.parameters()) + list(self.head.parameters())
+
+    def _key_params(self):
+        return list(self.key_encoder.parameters()) + list(self.key_head.parameters())
+
+    @torch.no_grad()
+    def _keys(self, x_k: torch.Tensor) -> torch.Tensor:
+        perm = torch.randperm(x_k.shape[0], device=x_k.device)
+        chunks = [self.key_head(self.key_encoder(c)) for c in x_k[perm].chunk(self.bn_splits)]
+        k = torch.empty_like(torch.cat(chunks))
+        k[perm] = torch.cat(chunks)
+        return F.normalize(k, dim=1)
+
+    @torch.no_grad()
+    def _enqueue(self, k: torch.Tensor) -> None:
+        k = k[-self.queue.shape[0]:]
+        idx = (self.queue_ptr + torch.arange(k.shape[0], device=k.device)) % self.queue.shape[0]
+        self.queue[idx] = k.to(self.queue.dtype)
+        self.queue_ptr.copy_((self.queue_ptr + k.shape[0]) % self.queue.shape[0])
+
+    def forward(self, x_q: torch.Tensor, x_k: torch.Tensor) -> torch.Tensor:
+        if x_q.shape != x_k.shape:
+            raise ValueError(f"the two views must have the same shape, got {tuple(x_q.shape)} and {tuple(x_k.shape)}")
+        q = self.head(self.encoder(x_q))
+        if self.training:
+            momentum_update(self._key_params(), self._query_params(), self.momentum)
+        k = self._keys(x_k)
+        loss = infonce(q, k, self.queue.clone().detach(), self.temperature)
+        if self.training:
+            self._enqueue(k)
+        return loss
