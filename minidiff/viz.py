@@ -230,3 +230,71 @@ def noise_slider(schedule, x0: torch.Tensor, n_static: int = 6, seed: int = 0):
     box = widgets.VBox([slider, out])
     display(box)
     return box
+
+
+def project_2d(feats: torch.Tensor, method: str = "pca", seed: int = 0) -> np.ndarray:
+    """Project features ``(N, d)`` to 2-D: ``"pca"`` (top two principal components, via ``torch.pca_lowrank``) or
+    ``"tsne"`` (scikit-learn's t-SNE on the 50 leading principal components, perplexity 30)."""
+    if not isinstance(feats, torch.Tensor) or feats.ndim != 2 or feats.shape[0] < 3:
+        raise ValueError(f"feats must be a 2-D tensor (N >= 3, d), got {getattr(feats, 'shape', type(feats).__name__)}")
+    f = feats.detach().float().cpu()
+    f = f - f.mean(0)
+    if method == "pca":
+        torch.manual_seed(seed)
+        _, _, v = torch.pca_lowrank(f, q=min(2, f.shape[1]), center=False)
+        out = (f @ v[:, :2]).numpy()
+        return out if out.shape[1] == 2 else np.pad(out, ((0, 0), (0, 2 - out.shape[1])))
+    if method == "tsne":
+        from sklearn.manifold import TSNE
+
+        if f.shape[1] > 50:
+            torch.manual_seed(seed)
+            _, _, v = torch.pca_lowrank(f, q=50, center=False)
+            f = f @ v
+        return TSNE(2, perplexity=min(30.0, (f.shape[0] - 1) / 3), init="pca", random_state=seed).fit_transform(f.numpy())
+    raise ValueError(f"method must be 'pca' or 'tsne', got {method!r}")
+
+
+def plot_embeddings(embeddings: dict, labels: torch.Tensor, method: str = "pca", n: int | None = 1000, seed: int = 0,
+                    figsize=None):
+    """Side-by-side 2-D projections of several feature sets, coloured by class: ``{"pixels": f0, "SimCLR": f1}``.
+    Uses the first ``n`` points. Returns the figure."""
+    if not embeddings:
+        raise ValueError("embeddings is empty: pass {name: features (N, d)}")
+    labels = labels.detach().cpu()
+    k = len(embeddings)
+    fig, axes = plt.subplots(1, k, figsize=figsize or (3.6 * k, 3.6), squeeze=False)
+    for ax, (name, f) in zip(axes[0], embeddings.items()):
+        if f.shape[0] != labels.shape[0]:
+            raise ValueError(f"{name}: {f.shape[0]} feature rows but {labels.shape[0]} labels")
+        m = f.shape[0] if n is None else min(n, f.shape[0])
+        xy = project_2d(f[:m], method, seed)
+        sc = ax.scatter(xy[:, 0], xy[:, 1], c=labels[:m].numpy(), cmap="tab10", s=4, vmin=-0.5, vmax=9.5)
+        ax.set_title(name)
+        ax.set_xticks([]); ax.set_yticks([])
+    fig.colorbar(sc, ax=axes[0].tolist(), ticks=range(10), fraction=0.02, label="class")
+    fig.suptitle(f"features projected to 2-D ({method.upper() if method == 'pca' else 't-SNE'}), coloured by class", y=1.02)
+    return fig
+
+
+def plot_probe_bars(results: dict, chance: float | None = 0.1, ax=None, title: str | None = None):
+    """Bar chart of probe accuracies ``{name: (mean, std)}`` with error bars and an optional chance line."""
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(1.4 * len(results) + 2, 3))
+    else:
+        fig = ax.figure
+    names = list(results)
+    means = [results[k][0] for k in names]
+    stds = [results[k][1] for k in names]
+    bars = ax.bar(names, means, yerr=stds, capsize=4, color=plt.cm.tab10(np.arange(len(names)) % 10))
+    for b, m in zip(bars, means):
+        ax.text(b.get_x() + b.get_width() / 2, m + 0.02, f"{m:.2f}", ha="center", va="bottom", fontsize=9)
+    if chance is not None:
+        ax.axhline(chance, color="gray", ls="--", lw=1, label="chance")
+        ax.legend(loc="lower right")
+    ax.set_ylim(0, 1.08)
+    ax.set_ylabel("test accuracy")
+    if title:
+        ax.set_title(title)
+    ax.grid(axis="y", alpha=0.3)
+    return fig

@@ -220,3 +220,17 @@ def test_moco_trains_with_the_training_loop_and_resumes_its_queue(tmp_path, digi
     m2 = MoCo(ConvNet(1, 4), 32, 16, queue_size=64)
     res = train(m2, lambda mod, b: mod(*aug.two_views(b)), data.TensorSampler(tr.x, batch_size=16), cfg)
     assert res.resumed_from == 6 and torch.equal(m2.queue, m.queue) and int(m2.queue_ptr) == (6 * 16) % 64
+
+
+def test_importance_weighted_bound_k1_is_the_elbo_and_tightens_with_k():
+    torch.manual_seed(0)
+    m = V.VAE(1, 28, latent_dim=4, width=4)
+    x = torch.rand(64, 1, 28, 28) * 2 - 1
+    torch.manual_seed(1)
+    k1 = torch.stack([V.importance_weighted_nll(m, x, 1) for _ in range(20)]).mean()
+    torch.manual_seed(2)
+    ne = V.evaluate_nelbo(m, x, n_samples=20)["nelbo"]
+    assert k1.item() == pytest.approx(ne, rel=2e-3)
+    torch.manual_seed(3)
+    k32 = V.importance_weighted_nll(m, x, 32).mean()
+    assert k32 < k1  # a tighter (smaller) bound on -log p(x)

@@ -2,6 +2,8 @@
 
 from .embeddings import TimestepEmbedder, timestep_embedding
 from .mlp import TimeMLP
+from .resnet import ConvNet, ResNet, make_encoder, resnet18
 from .unet import UNet, count_parameters
 
-__all__ = ["TimestepEmbedder", "timestep_embedding", "TimeMLP", "UNet", "count_parameters"]
+__all__ = ["TimestepEmbedder", "timestep_embedding", "TimeMLP", "UNet", "count_parameters", "ConvNet", "ResNet",
+           "make_encoder", "resnet18"]

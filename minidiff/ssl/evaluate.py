@@ -108,3 +108,27 @@ def low_label_probe(train_feats, train_labels, test_feats, test_labels, per_clas
                                      k=kwargs.get("k", per_class), t=kwargs.get("t", 0.1)))
     a = torch.tensor(accs)
     return a.mean().item(), (a.std().item() if repeats > 1 else 0.0)
+
+
+def probe_table(features: dict, train_labels, test_labels, per_class: int = 10, repeats: int = 5, knn_k: int = 20,
+                knn_t: float = 0.1) -> dict:
+    """Evaluate several frozen feature sets the same way: ``features = {name: (train_feats, test_feats)}``.
+
+    Returns ``{name: {"low_label": (mean, std), "knn": acc}}``: the linear probe on ``per_class`` labels per class
+    (:func:`low_label_probe`) and weighted kNN with all training labels."""
+    out = {}
+    for name, (ftr, fte) in features.items():
+        out[name] = {
+            "low_label": low_label_probe(ftr, train_labels, fte, test_labels, per_class, repeats),
+            "knn": knn_accuracy(ftr, train_labels, fte, test_labels, k=knn_k, t=knn_t),
+        }
+    return out
+
+
+def format_probe_table(table: dict, per_class: int = 10) -> str:
+    """A plain-text table of :func:`probe_table`'s result."""
+    lines = [f"{'features':<28s} {f'linear probe, {per_class}/class':>24s} {'kNN, all labels':>16s}"]
+    for name, r in table.items():
+        m, s = r["low_label"]
+        lines.append(f"{name:<28s} {m:>17.3f} ± {s:.3f} {r['knn']:>16.3f}")
+    return "\n".join(lines)
