@@ -183,7 +183,7 @@ _PROFILES: dict[str, Profile] = {
         rotation=RotationConfig(width=16, batch=64, steps=200, lr=3e-3, aug_strength=0.5, feature_depth=2),
         vae=VAEConfig(latent_dim=16, width=16, batch=128, steps=300, lr=3e-3),
         runtimes={"01_rotation": "about 40 s on 2 CPU cores", "02_contrastive": "about 45 s on 2 CPU cores",
-                  "03_vae": "about 35 s on 2 CPU cores", "04_ddpm": "about 50 s on 2 CPU cores"},
+                  "03_vae": "about 30 s on 2 CPU cores", "04_ddpm": "about 50 s on 2 CPU cores"},
         chapter_budget_s=60.0,
     ),
     "cpu": Profile(
