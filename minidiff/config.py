@@ -149,6 +149,25 @@ class VAEConfig:
 
 
 @dataclass(frozen=True)
+class SamplingConfig:
+    """Sampler comparisons (chapters 05 and 07) on a DDPM trained with ``Profile.vp_ddpm``.
+
+    ``ddim_steps`` are the step counts of the quality-vs-steps curve; the notebooks assert that DDIM with 50 steps
+    reaches a feature FID within ``fid_tolerance`` (relative) of the full ancestral sampler."""
+
+    ddim_steps: tuple[int, ...] = (10, 20, 50, 100)
+    etas: tuple[float, ...] = (0.0, 0.5, 1.0)
+    n_samples: int = 500
+    fid_tolerance: float = 0.25
+    encode_steps: int = 100
+    sde_nfe: tuple[int, ...] = (20, 50, 100)
+    likelihood_images: int = 64
+    likelihood_steps: int = 20
+    toy_steps: int = 2000
+    toy_hidden: int = 128
+
+
+@dataclass(frozen=True)
 class Profile:
     """All sizes for one budget. Immutable: use :func:`dataclasses.replace` to experiment."""
 
@@ -159,6 +178,9 @@ class Profile:
     ssl: SSLConfig = field(default_factory=SSLConfig)
     rotation: RotationConfig = field(default_factory=RotationConfig)
     vae: VAEConfig = field(default_factory=VAEConfig)
+    # a T = 1000 linear-schedule DDPM: the discretisation of the VP SDE (beta 0.1..20), used by chapters 05 and 07
+    vp_ddpm: ImageDiffusionConfig = field(default_factory=lambda: ImageDiffusionConfig(T=1000, schedule="linear"))
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
     # expected runtime of each chapter in this profile, for the banner
     runtimes: Mapping[str, str] = field(default_factory=dict)
     # max time (s) a chapter may take in this profile; checked by the notebook tests
@@ -182,8 +204,18 @@ _PROFILES: dict[str, Profile] = {
         ssl=SSLConfig(width=16, batch=256, steps=90, lr=3e-3, moco_steps=70, embedding_2d="pca", n_embed=1000),
         rotation=RotationConfig(width=16, batch=64, steps=200, lr=3e-3, aug_strength=0.5, feature_depth=2),
         vae=VAEConfig(latent_dim=16, width=16, batch=128, steps=300, lr=3e-3),
+        vp_ddpm=ImageDiffusionConfig(
+            dataset="mnist5k", T=1000, schedule="linear", prediction="eps", base_channels=16, channel_mults=(1, 2),
+            attention=False, patch=2, batch=64, steps=350, max_seconds=None, lr=3e-3, warmup=30, ema_decay=0.99,
+            n_samples=200, sample_batch=200,
+        ),
+        sampling=SamplingConfig(ddim_steps=(10, 20, 50, 100), etas=(0.0, 1.0), n_samples=200, fid_tolerance=0.25,
+                                encode_steps=50, sde_nfe=(20, 50), likelihood_images=32, likelihood_steps=10,
+                                toy_steps=600, toy_hidden=64),
         runtimes={"01_rotation": "about 40 s on 2 CPU cores", "02_contrastive": "about 45 s on 2 CPU cores",
-                  "03_vae": "about 30 s on 2 CPU cores", "04_ddpm": "about 50 s on 2 CPU cores"},
+                  "03_vae": "about 30 s on 2 CPU cores", "04_ddpm": "about 50 s on 2 CPU cores",
+                  "05_sampling": "about 50 s on 2 CPU cores", "06_score_matching": "about 35 s on 2 CPU cores",
+                  "07_sde": "about 45 s on 2 CPU cores"},
         chapter_budget_s=60.0,
     ),
     "cpu": Profile(
@@ -201,8 +233,18 @@ _PROFILES: dict[str, Profile] = {
         rotation=RotationConfig(width=32, batch=64, steps=4000, max_seconds=180.0, lr=3e-3, aug_strength=0.5,
                                 feature_depth=2),
         vae=VAEConfig(latent_dim=16, width=32, batch=128, steps=4000, max_seconds=180.0, lr=2e-3),
-        runtimes={"01_rotation": "about 4 min on 2 CPU cores", "02_contrastive": "about 7 min on 2 CPU cores",
-                  "03_vae": "about 4 min on 2 CPU cores", "04_ddpm": "about 8 min on 2 CPU cores"},
+        vp_ddpm=ImageDiffusionConfig(
+            dataset="mnist5k", T=1000, schedule="linear", prediction="eps", base_channels=32, channel_mults=(1, 2),
+            attention=False, patch=2, batch=64, steps=4000, max_seconds=240.0, lr=2e-3, warmup=100, ema_decay=0.995,
+            n_samples=500, sample_batch=500,
+        ),
+        sampling=SamplingConfig(ddim_steps=(10, 20, 50, 100, 200), etas=(0.0, 0.5, 1.0), n_samples=500,
+                                fid_tolerance=0.25, encode_steps=100, sde_nfe=(20, 50, 100, 200),
+                                likelihood_images=100, likelihood_steps=50, toy_steps=2000, toy_hidden=128),
+        runtimes={"01_rotation": "about 4.5 min on 2 CPU cores", "02_contrastive": "about 7 min on 2 CPU cores",
+                  "03_vae": "about 5.5 min on 2 CPU cores", "04_ddpm": "about 8 min on 2 CPU cores",
+                  "05_sampling": "about 8 min on 2 CPU cores", "06_score_matching": "about 2 min on 2 CPU cores",
+                  "07_sde": "about 8 min on 2 CPU cores"},
         chapter_budget_s=600.0,
     ),
     "gpu": Profile(
@@ -222,8 +264,18 @@ _PROFILES: dict[str, Profile] = {
         rotation=RotationConfig(dataset="cifar10", encoder="resnet18", width=64, batch=128, steps=20000,
                                 max_seconds=600.0, lr=2e-3, aug_strength=1.0, feature_depth=2),
         vae=VAEConfig(dataset="mnist", latent_dim=32, width=64, batch=256, steps=20000, max_seconds=480.0, lr=1e-3),
+        vp_ddpm=ImageDiffusionConfig(
+            dataset="mnist", T=1000, schedule="linear", prediction="eps", base_channels=64, channel_mults=(1, 2, 2),
+            attention=True, patch=1, batch=256, steps=12000, max_seconds=600.0, lr=1e-3, warmup=500,
+            ema_decay=0.999, n_samples=2000, sample_batch=1000,
+        ),
+        sampling=SamplingConfig(ddim_steps=(10, 20, 50, 100, 250), etas=(0.0, 0.5, 1.0), n_samples=2000,
+                                fid_tolerance=0.25, encode_steps=100, sde_nfe=(50, 100, 250, 500),
+                                likelihood_images=500, likelihood_steps=100, toy_steps=4000, toy_hidden=256),
         runtimes={"01_rotation": "about 12 min on a Colab T4", "02_contrastive": "about 17 min on a Colab T4",
-                  "03_vae": "about 9 min on a Colab T4", "04_ddpm": "about 15 min on a Colab T4"},
+                  "03_vae": "about 9 min on a Colab T4", "04_ddpm": "about 15 min on a Colab T4",
+                  "05_sampling": "about 18 min on a Colab T4", "06_score_matching": "about 3 min on a Colab T4",
+                  "07_sde": "about 18 min on a Colab T4"},
         chapter_budget_s=1200.0,
     ),
 }
