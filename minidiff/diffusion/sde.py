@@ -100,10 +100,10 @@ class SDE(abc.ABC):
 class VPSDE(SDE):
     """Variance-preserving SDE (the continuous DDPM): f = -beta(t) x / 2, g = sqrt(beta(t))."""
 
-    def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0):
+    def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0, N: int = 1000):
         if not 0 < beta_min < beta_max:
             raise ValueError(f"need 0 < beta_min < beta_max, got {beta_min}, {beta_max}")
-        self.beta_0, self.beta_1 = beta_min, beta_max
+        self.beta_0, self.beta_1, self.N = beta_min, beta_max, N
 
     def beta(self, t):
         return self.beta_0 + t * (self.beta_1 - self.beta_0)
@@ -214,12 +214,12 @@ def euler_maruyama(sde: SDE, score_fn: Callable, shape, n_steps: int = 500, eps:
     return (x, traj) if return_trajectory else x
 
 
-def _langevin_step_size(sde: SDE, score: torch.Tensor, z: torch.Tensor, snr: float, t: torch.Tensor, dt: float):
+def _langevin_step_size(sde: SDE, score: torch.Tensor, z: torch.Tensor, snr: float, t: torch.Tensor):
     r"""Song et al. 2021, Algorithms 4-5: :math:`\epsilon = 2\alpha\,(r\,\|z\|/\|s\|)^2` (norms averaged over the batch), with
     :math:`\alpha = 1` for VE and :math:`\alpha_i = 1-\beta_i`, :math:`\beta_i = \beta(t)\Delta t`, for VP/sub-VP."""
     s_norm = score.flatten(1).norm(dim=1).mean().clamp_min(1e-12)   # batch averages, as in the paper's code:
     z_norm = z.flatten(1).norm(dim=1).mean()                          # per-example norms are noisy in low dimension
-    alpha = 1 - sde.beta(t) * dt if isinstance(sde, VPSDE) else torch.ones_like(t)
+    alpha = 1 - sde.beta(t) / sde.N if isinstance(sde, VPSDE) else torch.ones_like(t)
     return 2 * alpha * (snr * z_norm / s_norm) ** 2
 
 
@@ -241,7 +241,7 @@ def pc_sample(sde: SDE, score_fn: Callable, shape, n_steps: int = 500, snr: floa
         for _ in range(n_corrector):
             s = score_fn(x, tb)
             z = _randn(shape, generator, device)
-            step = _bcast(_langevin_step_size(sde, s, z, snr, tb, float(dt)), x)
+            step = _bcast(_langevin_step_size(sde, s, z, snr, tb), x)
             x = x + step * s + (2 * step).sqrt() * z
         drift, g = rev.drift_diffusion(x, tb)
         mean = x - drift * dt
@@ -372,16 +372,25 @@ def bits_per_dim(log_p: torch.Tensor, dim: int, data_range: float = 2.0, levels:
     return -log_p / (dim * math.log(2)) + math.log2(levels / data_range)
 
 
-def score_from_eps_model(model: Callable, schedule, sde: VPSDE | None = None) -> Callable:
+def score_from_eps_model(model: Callable, schedule, clip_x0: bool = False) -> Callable:
     r"""Turn a DDPM noise-prediction network trained on ``schedule`` (T discrete steps) into a continuous-time score
     :math:`s(x,t) = -\epsilon_\theta(x, i)/\sqrt{1-\bar\alpha_i}` with :math:`i = \mathrm{round}(tT) - 1` (clamped), the
     discrete step whose noise level matches time :math:`t` (eq. 11 of the score-SDE paper). Use it with a
-    :class:`VPSDE` whose ``beta_min, beta_max`` equal ``T * beta_1, T * beta_T`` of a linear schedule."""
+    :class:`VPSDE` whose ``beta_min, beta_max`` equal ``T * beta_1, T * beta_T`` of a linear schedule.
+
+    ``clip_x0=True`` applies chapter 04's guard inside the score: the implied clean image
+    :math:`\hat x_0 = (x - \sqrt{1-\bar\alpha_i}\,\epsilon_\theta)/\sqrt{\bar\alpha_i}` is clamped to [-1, 1] and the noise
+    re-derived from it, which keeps an under-trained network from pushing samples far outside the data range."""
     T = schedule.T
 
     def score(x, t):
         i = (t * T).round().long().clamp(1, T) - 1
-        std = schedule.sqrt_one_minus_alphas_cumprod.to(x.device)[i]
-        return -model(x, i) / _bcast(std, x).to(x.dtype)
+        std = _bcast(schedule.sqrt_one_minus_alphas_cumprod.to(x.device)[i], x).to(x.dtype)
+        eps = model(x, i)
+        if clip_x0:
+            m = _bcast(schedule.sqrt_alphas_cumprod.to(x.device)[i], x).to(x.dtype)
+            x0 = ((x - std * eps) / m).clamp(-1, 1)
+            eps = (x - m * x0) / std
+        return -eps / std
 
     return score
