@@ -28,7 +28,33 @@ def _norm(c: int, kind: str) -> nn.Module:
     raise ValueError(f"norm must be 'batch' or 'group', got {kind!r}")
 
 
-class ConvNet(nn.Module):
+class _StagedEncoder(nn.Module):
+    """Shared by the encoders: ``stem`` then ``stages``; :meth:`features` pools the output of stage ``depth``."""
+
+    stem: nn.Module
+    stages: nn.ModuleList
+    widths: tuple[int, ...]
+    in_channels: int
+
+    def feature_dims(self) -> tuple[int, ...]:
+        return self.widths
+
+    def features(self, x: torch.Tensor, depth: int | None = None) -> torch.Tensor:
+        """Global-average-pooled output of stage ``depth`` (1..number of stages; default the last)."""
+        check_images(x, "x", channels=self.in_channels)
+        depth = len(self.stages) if depth is None else depth
+        if not 1 <= depth <= len(self.stages):
+            raise ValueError(f"depth must be in 1..{len(self.stages)}, got {depth}")
+        x = self.stem(x)
+        for stage in self.stages[:depth]:
+            x = stage(x)
+        return x.mean((2, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+
+class ConvNet(_StagedEncoder):
     """A small VGG-style encoder for 28x28 digits: stages of (conv3x3-norm-ReLU) x2, the first conv of stages 2, 3
     strided; widths ``(w, 2w, 4w)``; feature dim ``4w``.
 
@@ -48,24 +74,10 @@ class ConvNet(nn.Module):
                 nn.Conv2d(c, c, 3, 1, 1, bias=False), _norm(c, norm), nn.ReLU(inplace=True),
             ))
             c_in = c
+        self.stem = nn.Identity()
         self.stages = nn.ModuleList(stages)
         self.widths = widths
         self.feature_dim = widths[-1]
-
-    def feature_dims(self) -> tuple[int, ...]:
-        return self.widths
-
-    def features(self, x: torch.Tensor, depth: int | None = None) -> torch.Tensor:
-        check_images(x, "x", channels=self.in_channels)
-        depth = len(self.stages) if depth is None else depth
-        if not 1 <= depth <= len(self.stages):
-            raise ValueError(f"depth must be in 1..{len(self.stages)}, got {depth}")
-        for stage in self.stages[:depth]:
-            x = stage(x)
-        return x.mean((2, 3))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)
 
 
 class BasicBlock(nn.Module):
@@ -89,7 +101,7 @@ class BasicBlock(nn.Module):
         return self.relu(out + self.shortcut(x))
 
 
-class ResNet(nn.Module):
+class ResNet(_StagedEncoder):
     """ResNet with the CIFAR stem (3x3 stride-1 conv, no max-pool) and no classifier: returns pooled features.
 
     ``blocks=(2, 2, 2, 2)``, ``width=64`` is ResNet-18 (11.17 M parameters with 3 input channels). ``width``
@@ -114,22 +126,6 @@ class ResNet(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-
-    def feature_dims(self) -> tuple[int, ...]:
-        return self.widths
-
-    def features(self, x: torch.Tensor, depth: int | None = None) -> torch.Tensor:
-        check_images(x, "x", channels=self.in_channels)
-        depth = len(self.stages) if depth is None else depth
-        if not 1 <= depth <= len(self.stages):
-            raise ValueError(f"depth must be in 1..{len(self.stages)}, got {depth}")
-        x = self.stem(x)
-        for stage in self.stages[:depth]:
-            x = stage(x)
-        return x.mean((2, 3))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)
 
 
 def resnet18(in_channels: int = 3, width: int = 64, norm: str = "batch") -> ResNet:
