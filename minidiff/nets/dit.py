@@ -1,0 +1,241 @@
+r"""Diffusion Transformers (Peebles & Xie 2023, "Scalable Diffusion Models with Transformers").
+
+The image (or latent) is cut into :math:`p \times p` patches, each linearly embedded into a token; a stack of
+Transformer blocks processes the :math:`(H/p)(W/p)` tokens; a final layer maps every token back to a patch of the
+prediction. The time step and the class label enter through **adaptive LayerNorm with zero init (adaLN-Zero)**:
+an MLP of the conditioning vector :math:`c` produces, for each block, a shift, scale and gate for the attention
+and for the MLP branch (paper, sec. 3.2 and fig. 3):
+
+.. math::
+
+    x \leftarrow x + \alpha_1 \odot \mathrm{Attn}\big(\mathrm{LN}(x)(1+\gamma_1) + \beta_1\big), \qquad
+    x \leftarrow x + \alpha_2 \odot \mathrm{MLP}\big(\mathrm{LN}(x)(1+\gamma_2) + \beta_2\big),
+
+with :math:`(\beta_1,\gamma_1,\alpha_1,\beta_2,\gamma_2,\alpha_2) = \mathrm{Linear}(\mathrm{SiLU}(c))`. The linear layer is
+initialised to zero, so every gate :math:`\alpha` starts at 0: **each block starts as the identity**, and the final
+layer (also zero-initialised) makes the whole network output zero at initialisation. This is what made DiT train
+stably and scale.
+
+Compute: the forward FLOPs are dominated by the blocks, about :math:`N\,(24\,T d^2 + 4\,T^2 d)` for :math:`N` blocks,
+:math:`T` tokens and width :math:`d` (see :func:`dit_flops` for the exact count), so quality follows GFLOPs as depth,
+width or the number of tokens (smaller patches) grow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .embeddings import TimestepEmbedder, timestep_embedding
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """adaLN modulation ``x * (1 + scale) + shift`` with per-example (B, d) shift/scale broadcast over tokens."""
+    return x * (1 + scale[:, None]) + shift[:, None]
+
+
+def patchify(x: torch.Tensor, p: int) -> torch.Tensor:
+    """(B, C, H, W) -> (B, (H/p)(W/p), p*p*C): non-overlapping patches in row-major order, each flattened."""
+    B, C, H, W = x.shape
+    if H % p or W % p:
+        raise ValueError(f"image side must be divisible by the patch size {p}, got {H}x{W}")
+    x = x.reshape(B, C, H // p, p, W // p, p).permute(0, 2, 4, 3, 5, 1)
+    return x.reshape(B, (H // p) * (W // p), p * p * C)
+
+
+def unpatchify(tokens: torch.Tensor, p: int, C: int, H: int, W: int) -> torch.Tensor:
+    """Inverse of :func:`patchify`."""
+    B, T, D = tokens.shape
+    if T != (H // p) * (W // p) or D != p * p * C:
+        raise ValueError(f"tokens of shape {tuple(tokens.shape)} do not tile a {C}x{H}x{W} image with patch {p}")
+    x = tokens.reshape(B, H // p, W // p, p, p, C).permute(0, 5, 1, 3, 2, 4)
+    return x.reshape(B, C, H, W)
+
+
+def sincos_pos_embed(d: int, grid: int) -> torch.Tensor:
+    """Fixed 2-D sine-cosine position embedding (grid*grid, d): half the channels encode the row, half the column."""
+    if d % 4:
+        raise ValueError(f"hidden size must be divisible by 4 for 2-D sincos embeddings, got {d}")
+    coords = torch.arange(grid, dtype=torch.float32)
+    rows, cols = torch.meshgrid(coords, coords, indexing="ij")
+    emb_r = timestep_embedding(rows.flatten(), d // 2, max_period=10000.0)
+    emb_c = timestep_embedding(cols.flatten(), d // 2, max_period=10000.0)
+    return torch.cat([emb_r, emb_c], dim=1)
+
+
+class LabelEmbedder(nn.Module):
+    """Class labels -> vectors, with an extra "null" label (index ``num_classes``) used for classifier-free guidance.
+    During training, labels are replaced by the null label with probability ``dropout``."""
+
+    def __init__(self, num_classes: int, dim: int, dropout: float = 0.1):
+        super().__init__()
+        if not 0 <= dropout < 1:
+            raise ValueError(f"label dropout must be in [0, 1), got {dropout}")
+        self.num_classes, self.dropout = num_classes, dropout
+        self.table = nn.Embedding(num_classes + 1, dim)
+
+    def forward(self, y: torch.Tensor, force_drop: torch.Tensor | None = None) -> torch.Tensor:
+        if y.dtype != torch.long or y.ndim != 1:
+            raise TypeError(f"labels must be an int64 tensor (B,), got {y.dtype} {tuple(y.shape)}")
+        if int(y.min()) < 0 or int(y.max()) > self.num_classes:
+            raise ValueError(f"labels must lie in [0, {self.num_classes}] ({self.num_classes} = null), got "
+                             f"[{int(y.min())}, {int(y.max())}]")
+        if self.training and self.dropout > 0:
+            drop = torch.rand(y.shape[0], device=y.device) < self.dropout
+            y = torch.where(drop, torch.full_like(y, self.num_classes), y)
+        if force_drop is not None:
+            y = torch.where(force_drop, torch.full_like(y, self.num_classes), y)
+        return self.table(y)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention through ``F.scaled_dot_product_attention``."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"hidden size {dim} is not divisible by {heads} heads")
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, D = x.shape
+        q, k, v = self.qkv(x).reshape(B, T, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(q, k, v)
+        return self.proj(out.transpose(1, 2).reshape(B, T, D))
+
+
+class DiTBlock(nn.Module):
+    """A Transformer block with adaLN-Zero conditioning (see the module docstring)."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.attn = Attention(dim, heads)
+        self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        hidden = int(dim * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, dim))
+        self.adaLN = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
+        nn.init.zeros_(self.adaLN[1].weight)
+        nn.init.zeros_(self.adaLN[1].bias)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        shift1, scale1, gate1, shift2, scale2, gate2 = self.adaLN(c).chunk(6, dim=1)
+        x = x + gate1[:, None] * self.attn(modulate(self.norm1(x), shift1, scale1))
+        x = x + gate2[:, None] * self.mlp(modulate(self.norm2(x), shift2, scale2))
+        return x
+
+
+class FinalLayer(nn.Module):
+    """adaLN (shift, scale) then a zero-initialised linear map from each token to its patch of the output."""
+
+    def __init__(self, dim: int, patch: int, out_channels: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.adaLN = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim))
+        self.linear = nn.Linear(dim, patch * patch * out_channels)
+        for m in (self.adaLN[1], self.linear):
+            nn.init.zeros_(m.weight)
+            nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        shift, scale = self.adaLN(c).chunk(2, dim=1)
+        return self.linear(modulate(self.norm(x), shift, scale))
+
+
+@dataclass(frozen=True)
+class DiTConfig:
+    """Shape of a DiT: ``depth`` blocks of width ``hidden`` with ``heads`` heads, on ``patch`` x ``patch`` patches."""
+
+    input_size: int = 28
+    in_channels: int = 1
+    patch: int = 4
+    hidden: int = 128
+    depth: int = 4
+    heads: int = 4
+    mlp_ratio: float = 4.0
+    num_classes: int | None = None
+    class_dropout: float = 0.1
+
+
+# Named configurations: tiny ones that train on a CPU, and the paper's S/B shapes (hidden, depth, heads).
+DIT_CONFIGS = {
+    "DiT-Tiny/4": dict(hidden=64, depth=2, heads=4, patch=4),
+    "DiT-Tiny/2": dict(hidden=64, depth=2, heads=4, patch=2),
+    "DiT-Mini/4": dict(hidden=128, depth=4, heads=4, patch=4),
+    "DiT-Mini/2": dict(hidden=128, depth=4, heads=4, patch=2),
+    "DiT-S/8": dict(hidden=384, depth=12, heads=6, patch=8),
+    "DiT-S/4": dict(hidden=384, depth=12, heads=6, patch=4),
+    "DiT-S/2": dict(hidden=384, depth=12, heads=6, patch=2),
+    "DiT-B/4": dict(hidden=768, depth=12, heads=12, patch=4),
+    "DiT-B/2": dict(hidden=768, depth=12, heads=12, patch=2),
+}
+
+
+def dit_config(name: str, **overrides) -> DiTConfig:
+    """A named configuration from :data:`DIT_CONFIGS` with fields overridden, e.g. ``dit_config("DiT-S/4",
+    input_size=32, in_channels=3)``."""
+    if name not in DIT_CONFIGS:
+        raise ValueError(f"unknown DiT config {name!r}; expected one of {', '.join(DIT_CONFIGS)}")
+    return DiTConfig(**{**DIT_CONFIGS[name], **overrides})
+
+
+class DiT(nn.Module):
+    """``DiT(cfg)(x, t, y=None)`` -> a tensor shaped like ``x`` (the predicted noise). ``y`` are class labels when
+    ``cfg.num_classes`` is set (``None`` means the null label, i.e. unconditional)."""
+
+    def __init__(self, cfg: DiTConfig = DiTConfig()):
+        super().__init__()
+        if cfg.input_size % cfg.patch:
+            raise ValueError(f"input_size {cfg.input_size} is not divisible by the patch size {cfg.patch}")
+        self.cfg = cfg
+        d, p = cfg.hidden, cfg.patch
+        self.grid = cfg.input_size // p
+        self.x_embed = nn.Linear(p * p * cfg.in_channels, d)
+        self.register_buffer("pos_embed", sincos_pos_embed(d, self.grid)[None], persistent=False)
+        self.t_embed = TimestepEmbedder(d, freq_dim=256 if d >= 256 else 64)
+        self.y_embed = LabelEmbedder(cfg.num_classes, d, cfg.class_dropout) if cfg.num_classes else None
+        self.blocks = nn.ModuleList(DiTBlock(d, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth))
+        self.final = FinalLayer(d, p, cfg.in_channels)
+        nn.init.xavier_uniform_(self.x_embed.weight)
+        nn.init.zeros_(self.x_embed.bias)
+
+    @property
+    def num_tokens(self) -> int:
+        return self.grid * self.grid
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        cfg = self.cfg
+        if x.ndim != 4 or x.shape[1:] != (cfg.in_channels, cfg.input_size, cfg.input_size):
+            raise ValueError(f"x must have shape (B, {cfg.in_channels}, {cfg.input_size}, {cfg.input_size}), "
+                             f"got {tuple(x.shape)}")
+        if t.shape != (x.shape[0],):
+            raise ValueError(f"t must have shape ({x.shape[0]},) to match the batch, got {tuple(t.shape)}")
+        h = self.x_embed(patchify(x, cfg.patch)) + self.pos_embed
+        c = self.t_embed(t)
+        if self.y_embed is not None:
+            if y is None:
+                y = torch.full((x.shape[0],), cfg.num_classes, dtype=torch.long, device=x.device)
+            c = c + self.y_embed(y)
+        elif y is not None:
+            raise ValueError("this DiT was built without num_classes, so it takes no labels y")
+        for blk in self.blocks:
+            h = blk(h, c)
+        return unpatchify(self.final(h, c), cfg.patch, cfg.in_channels, cfg.input_size, cfg.input_size)
+
+
+def dit_flops(cfg: DiTConfig) -> int:
+    r"""Forward FLOPs (2 per multiply-add) of the token path of one image: patch embedding, the blocks (QKV and
+    output projections :math:`8Td^2`, attention scores and weighted sum :math:`4T^2d`, MLP :math:`4 r T d^2` with
+    ratio :math:`r`) and the final projection. The conditioning MLPs act once per image, not per token, and are
+    left out (under 1% for the tiny configs, far less for the large ones)."""
+    T = (cfg.input_size // cfg.patch) ** 2
+    d = cfg.hidden
+    pd = cfg.patch * cfg.patch * cfg.in_channels
+    hidden = int(d * cfg.mlp_ratio)
+    per_block = 2 * T * d * 3 * d + 2 * T * T * d * 2 + 2 * T * d * d + 2 * T * d * hidden * 2
+    return 2 * T * pd * d + cfg.depth * per_block + 2 * T * d * pd

@@ -1,0 +1,90 @@
+"""DiT: adaLN-Zero makes every block the identity at initialisation, patchify is exact, FLOPs by hand."""
+
+import pytest
+import torch
+
+from minidiff.nets import dit as D
+
+
+def test_patchify_unpatchify_roundtrip_and_layout():
+    x = torch.randn(2, 3, 8, 12)
+    tok = D.patchify(x, 4)
+    assert tok.shape == (2, 6, 48)
+    assert torch.equal(D.unpatchify(tok, 4, 3, 8, 12), x)
+    # token 1 is the patch in row 0, column 1, flattened as (row-in-patch, col-in-patch, channel)
+    assert torch.equal(tok[0, 1].view(4, 4, 3), x[0, :, 0:4, 4:8].permute(1, 2, 0))
+    with pytest.raises(ValueError, match="divisible"):
+        D.patchify(torch.randn(1, 1, 10, 10), 4)
+
+
+def test_every_block_is_the_identity_and_the_output_is_zero_at_init():
+    torch.manual_seed(0)
+    cfg = D.dit_config("DiT-Tiny/4", num_classes=10)
+    net = D.DiT(cfg)
+    x, t, y = torch.randn(3, 1, 28, 28), torch.randint(0, 1000, (3,)), torch.randint(0, 10, (3,))
+    h = torch.randn(3, net.num_tokens, cfg.hidden)
+    c = torch.randn(3, cfg.hidden)
+    for blk in net.blocks:
+        assert torch.equal(blk(h, c), h)
+    assert torch.equal(net(x, t, y), torch.zeros_like(x))
+    # after one gradient step the gates open and the output is no longer zero
+    loss = (net(x, t, y) - torch.randn_like(x)).pow(2).mean()
+    loss.backward()
+    with torch.no_grad():
+        for p in net.parameters():
+            if p.grad is not None:
+                p -= 0.1 * p.grad
+    assert net(x, t, y).abs().sum() > 0
+
+
+def test_modulate_formula():
+    x, sh, sc = torch.randn(2, 5, 4), torch.randn(2, 4), torch.randn(2, 4)
+    assert torch.allclose(D.modulate(x, sh, sc), x * (1 + sc[:, None, :]) + sh[:, None, :])
+
+
+def test_flops_against_a_hand_count():
+    # DiT-Tiny/4 on 28x28x1: T = 49 tokens, d = 64, patch dim 16, MLP hidden 256, 2 blocks
+    cfg = D.dit_config("DiT-Tiny/4")
+    T, d, pd = 49, 64, 16
+    qkv = 2 * T * d * 192          # x @ W_qkv
+    scores = 2 * T * T * d         # q @ k^T over all heads
+    mix = 2 * T * T * d            # softmax(...) @ v
+    proj = 2 * T * d * d
+    mlp = 2 * T * d * 256 + 2 * T * 256 * d
+    embed, final = 2 * T * pd * d, 2 * T * d * pd
+    assert D.dit_flops(cfg) == embed + 2 * (qkv + scores + mix + proj + mlp) + final
+    # torch's FLOP counter sees the same linear layers plus the per-image conditioning MLPs (time embedding
+    # 64->64->64, adaLN 64->384 per block, final adaLN 64->128); depending on the torch version it counts the
+    # attention inside scaled_dot_product_attention or not
+    from torch.utils.flop_counter import FlopCounterMode
+    net = D.DiT(cfg)
+    with FlopCounterMode(display=False) as fc:
+        net(torch.randn(1, 1, 28, 28), torch.zeros(1, dtype=torch.long))
+    cond = 2 * 64 * 64 * 2 + 2 * (2 * 64 * 384) + 2 * 64 * 128
+    attention = 2 * (scores + mix)
+    assert fc.get_total_flops() in (D.dit_flops(cfg) + cond, D.dit_flops(cfg) - attention + cond)
+
+
+def test_label_dropout_rate_and_null_label():
+    torch.manual_seed(0)
+    emb = D.LabelEmbedder(10, 8, dropout=0.3).train()
+    y = torch.zeros(20_000, dtype=torch.long)
+    out = emb(y)
+    null = emb.table.weight[10]
+    rate = (out == null).all(1).float().mean().item()
+    assert abs(rate - 0.3) < 0.02
+    emb.eval()
+    assert not (emb(y) == null).all(1).any()
+    with pytest.raises(ValueError, match=r"\[0, 10\]"):
+        emb(torch.tensor([11]))
+
+
+def test_dit_shapes_and_bad_inputs():
+    net = D.DiT(D.dit_config("DiT-Tiny/2", input_size=8, in_channels=3))
+    assert net(torch.randn(2, 3, 8, 8), torch.zeros(2, dtype=torch.long)).shape == (2, 3, 8, 8)
+    with pytest.raises(ValueError, match=r"\(B, 3, 8, 8\)"):
+        net(torch.randn(2, 1, 8, 8), torch.zeros(2, dtype=torch.long))
+    with pytest.raises(ValueError, match="without num_classes"):
+        net(torch.randn(2, 3, 8, 8), torch.zeros(2, dtype=torch.long), torch.zeros(2, dtype=torch.long))
+    with pytest.raises(ValueError, match="unknown DiT config"):
+        D.dit_config("DiT-XXL/1")
