@@ -1,0 +1,74 @@
+"""Classifier-free guidance and the CLIP loss against their formulas."""
+
+import math
+
+import pytest
+import torch
+
+from minidiff.diffusion import guidance as G
+
+
+class CountingModel(torch.nn.Module):
+    """eps(x, t, y) = x * (y + 1) + t: easy to predict by hand; counts forward calls."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, x, t, y):
+        self.calls += 1
+        return x * (y.float() + 1).view(-1, 1, 1, 1) + t.float().view(-1, 1, 1, 1)
+
+
+def test_guidance_formula_endpoints_and_one_batched_call():
+    m = CountingModel()
+    x, t, y = torch.randn(3, 1, 2, 2), torch.tensor([1, 2, 3]), torch.tensor([0, 4, 7])
+    null = 10
+    cond, uncond = m(x, t, y), m(x, t, torch.full_like(y, null))
+    for w in (0.0, 1.0, 2.5):
+        m.calls = 0
+        out = G.guided(m, w, null)(x, t, y)
+        assert m.calls == 1
+        assert torch.allclose(out, uncond + w * (cond - uncond), atol=1e-6)
+    assert torch.allclose(G.guided(m, 0.0, null)(x, t, y), uncond)
+    with pytest.raises(ValueError, match="guidance scale"):
+        G.guided(m, -1.0, null)
+
+
+def test_drop_labels_rate():
+    y = torch.zeros(50_000, dtype=torch.long)
+    out = G.drop_labels(y, 0.2, null_label=10, generator=torch.Generator().manual_seed(0))
+    assert abs((out == 10).float().mean().item() - 0.2) < 0.01
+    assert set(out.unique().tolist()) == {0, 10}
+    assert torch.equal(G.drop_labels(y, 0.0, 10), y)
+    with pytest.raises(ValueError, match="p_uncond"):
+        G.drop_labels(y, 1.5, 10)
+
+
+def slow_clip_loss(u, v, tau):
+    n = u.shape[0]
+    sim = [[float(u[i] @ v[j] / (u[i].norm() * v[j].norm())) / tau for j in range(n)] for i in range(n)]
+    img = sum(-math.log(math.exp(sim[i][i]) / sum(math.exp(sim[i][j]) for j in range(n))) for i in range(n)) / n
+    txt = sum(-math.log(math.exp(sim[j][j]) / sum(math.exp(sim[i][j]) for i in range(n))) for j in range(n)) / n
+    return 0.5 * (img + txt)
+
+
+def test_clip_loss_matches_slow_loop_and_chance_level():
+    g = torch.Generator().manual_seed(0)
+    u, v = torch.randn(5, 4, generator=g), torch.randn(5, 4, generator=g)
+    assert G.clip_loss(u, v, 0.5).item() == pytest.approx(slow_clip_loss(u.double(), v.double(), 0.5), rel=1e-5)
+    big_u, big_v = torch.randn(64, 4096, generator=g), torch.randn(64, 4096, generator=g)
+    assert G.clip_loss(big_u, big_v, 1.0).item() == pytest.approx(math.log(64), abs=0.02)
+    with pytest.raises(ValueError, match="same shape"):
+        G.clip_loss(u, v[:3])
+
+
+def test_captions_and_tokens():
+    caps = G.digit_captions(torch.tensor([7, 0]), generator=torch.Generator().manual_seed(0))
+    assert caps[0].endswith("handwritten seven") and caps[1].endswith("handwritten zero")
+    tok, vocab = G.tokenize(caps)
+    assert tok.shape == (2, 6) and (tok[:, :4] > 0).all() and (tok[:, 4:] == 0).all()
+    tok2, _ = G.tokenize(["a purple seven"], vocab)
+    assert tok2[0, 1].item() == 1  # unknown word
+    enc = G.BagOfWordsEncoder(len(vocab), 16, 8)
+    assert enc(tok).shape == (2, 8)
