@@ -88,3 +88,27 @@ def test_dit_shapes_and_bad_inputs():
         net(torch.randn(2, 3, 8, 8), torch.zeros(2, dtype=torch.long), torch.zeros(2, dtype=torch.long))
     with pytest.raises(ValueError, match="unknown DiT config"):
         D.dit_config("DiT-XXL/1")
+
+
+@pytest.mark.parametrize("conditioning", ["adaln", "in-context", "cross-attention"])
+def test_conditioning_variants_use_the_label_and_count_their_flops(conditioning):
+    torch.manual_seed(0)
+    cfg = D.dit_config("DiT-Tiny/4", num_classes=10, conditioning=conditioning)
+    net = D.DiT(cfg).eval()
+    # the zero-initialised final layer hides the blocks at init: open it to see the conditioning at work
+    torch.nn.init.normal_(net.final.linear.weight, std=0.1)
+    x, t = torch.randn(2, 1, 28, 28), torch.zeros(2, dtype=torch.long)
+    a = net(x, t, torch.tensor([1, 1]))
+    b = net(x, t, torch.tensor([2, 2]))
+    assert a.shape == x.shape and (a - b).abs().max() > 1e-4, "the label must change the output"
+    from torch.utils.flop_counter import FlopCounterMode
+    with FlopCounterMode(display=False) as fc:
+        net(x[:1], t[:1], torch.tensor([1]))
+    ours = D.dit_flops(cfg)
+    # the FLOP counter may or may not see attention inside SDPA; linear layers and conditioning MLPs it always sees
+    assert 0.85 * ours < fc.get_total_flops() < 1.1 * ours
+
+
+def test_unknown_conditioning():
+    with pytest.raises(ValueError, match="conditioning must be one of"):
+        D.DiT(D.dit_config("DiT-Tiny/4", conditioning="film"))

@@ -109,40 +109,96 @@ class Attention(nn.Module):
         return self.proj(out.transpose(1, 2).reshape(B, T, D))
 
 
-class DiTBlock(nn.Module):
-    """A Transformer block with adaLN-Zero conditioning (see the module docstring)."""
+class CrossAttention(nn.Module):
+    """Multi-head attention from the image tokens (queries) to a short sequence of conditioning tokens."""
 
-    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0):
+    def __init__(self, dim: int, heads: int):
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        if dim % heads:
+            raise ValueError(f"hidden size {dim} is not divisible by {heads} heads")
+        self.heads = heads
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(dim, 2 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:
+        B, T, D = x.shape
+        h = self.heads
+        q = self.q(x).reshape(B, T, h, D // h).transpose(1, 2)
+        k, v = self.kv(ctx).reshape(B, ctx.shape[1], 2, h, D // h).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(q, k, v)
+        return self.proj(out.transpose(1, 2).reshape(B, T, D))
+
+
+CONDITIONINGS = ("adaln-zero", "adaln", "in-context", "cross-attention")
+
+
+class DiTBlock(nn.Module):
+    """A Transformer block conditioned in one of the paper's four ways (sec. 3.2, fig. 3):
+
+    - ``"adaln-zero"`` (default): shift/scale/gate from the conditioning vector, regressed by a zero-initialised
+      linear layer, so the block starts as the identity (see the module docstring);
+    - ``"adaln"``: the same shift/scale without gates, ordinary initialisation;
+    - ``"in-context"``: plain pre-norm block; the time and label embeddings are extra tokens in the sequence;
+    - ``"cross-attention"``: an extra cross-attention layer from the image tokens to the two conditioning tokens.
+    """
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, conditioning: str = "adaln-zero"):
+        super().__init__()
+        if conditioning not in CONDITIONINGS:
+            raise ValueError(f"conditioning must be one of {CONDITIONINGS}, got {conditioning!r}")
+        self.conditioning = conditioning
+        ada = conditioning.startswith("adaln")
+        self.norm1 = nn.LayerNorm(dim, elementwise_affine=not ada, eps=1e-6)
         self.attn = Attention(dim, heads)
-        self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.norm2 = nn.LayerNorm(dim, elementwise_affine=not ada, eps=1e-6)
         hidden = int(dim * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, dim))
-        self.adaLN = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
-        nn.init.zeros_(self.adaLN[1].weight)
-        nn.init.zeros_(self.adaLN[1].bias)
+        if ada:
+            self.adaLN = nn.Sequential(nn.SiLU(), nn.Linear(dim, (6 if conditioning == "adaln-zero" else 4) * dim))
+            if conditioning == "adaln-zero":
+                nn.init.zeros_(self.adaLN[1].weight)
+                nn.init.zeros_(self.adaLN[1].bias)
+        if conditioning == "cross-attention":
+            self.norm_x = nn.LayerNorm(dim, eps=1e-6)
+            self.cross = CrossAttention(dim, heads)
 
-    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        shift1, scale1, gate1, shift2, scale2, gate2 = self.adaLN(c).chunk(6, dim=1)
-        x = x + gate1[:, None] * self.attn(modulate(self.norm1(x), shift1, scale1))
-        x = x + gate2[:, None] * self.mlp(modulate(self.norm2(x), shift2, scale2))
-        return x
+    def forward(self, x: torch.Tensor, c: torch.Tensor, ctx: torch.Tensor | None = None) -> torch.Tensor:
+        """``c`` (B, d) is the summed conditioning vector; ``ctx`` (B, 2, d) the conditioning tokens."""
+        if self.conditioning == "adaln-zero":
+            shift1, scale1, gate1, shift2, scale2, gate2 = self.adaLN(c).chunk(6, dim=1)
+            x = x + gate1[:, None] * self.attn(modulate(self.norm1(x), shift1, scale1))
+            return x + gate2[:, None] * self.mlp(modulate(self.norm2(x), shift2, scale2))
+        if self.conditioning == "adaln":
+            shift1, scale1, shift2, scale2 = self.adaLN(c).chunk(4, dim=1)
+            x = x + self.attn(modulate(self.norm1(x), shift1, scale1))
+            return x + self.mlp(modulate(self.norm2(x), shift2, scale2))
+        x = x + self.attn(self.norm1(x))
+        if self.conditioning == "cross-attention":
+            x = x + self.cross(self.norm_x(x), ctx)
+        return x + self.mlp(self.norm2(x))
 
 
 class FinalLayer(nn.Module):
-    """adaLN (shift, scale) then a zero-initialised linear map from each token to its patch of the output."""
+    """(ada)LN then a zero-initialised linear map from each token to its patch of the output. With ``adaptive``
+    the norm is modulated by the conditioning vector (shift, scale; zero-initialised as well)."""
 
-    def __init__(self, dim: int, patch: int, out_channels: int):
+    def __init__(self, dim: int, patch: int, out_channels: int, adaptive: bool = True):
         super().__init__()
-        self.norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
-        self.adaLN = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim))
+        self.adaptive = adaptive
+        self.norm = nn.LayerNorm(dim, elementwise_affine=not adaptive, eps=1e-6)
         self.linear = nn.Linear(dim, patch * patch * out_channels)
-        for m in (self.adaLN[1], self.linear):
+        zero = [self.linear]
+        if adaptive:
+            self.adaLN = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim))
+            zero.append(self.adaLN[1])
+        for m in zero:
             nn.init.zeros_(m.weight)
             nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        if not self.adaptive:
+            return self.linear(self.norm(x))
         shift, scale = self.adaLN(c).chunk(2, dim=1)
         return self.linear(modulate(self.norm(x), shift, scale))
 
@@ -160,6 +216,7 @@ class DiTConfig:
     mlp_ratio: float = 4.0
     num_classes: int | None = None
     class_dropout: float = 0.1
+    conditioning: str = "adaln-zero"
 
 
 # Named configurations: tiny ones that train on a CPU, and the paper's S/B shapes (hidden, depth, heads).
@@ -199,8 +256,10 @@ class DiT(nn.Module):
         self.register_buffer("pos_embed", sincos_pos_embed(d, self.grid)[None], persistent=False)
         self.t_embed = TimestepEmbedder(d, freq_dim=256 if d >= 256 else 64)
         self.y_embed = LabelEmbedder(cfg.num_classes, d, cfg.class_dropout) if cfg.num_classes else None
-        self.blocks = nn.ModuleList(DiTBlock(d, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth))
-        self.final = FinalLayer(d, p, cfg.in_channels)
+        if cfg.conditioning not in CONDITIONINGS:
+            raise ValueError(f"conditioning must be one of {CONDITIONINGS}, got {cfg.conditioning!r}")
+        self.blocks = nn.ModuleList(DiTBlock(d, cfg.heads, cfg.mlp_ratio, cfg.conditioning) for _ in range(cfg.depth))
+        self.final = FinalLayer(d, p, cfg.in_channels, adaptive=cfg.conditioning.startswith("adaln"))
         nn.init.xavier_uniform_(self.x_embed.weight)
         nn.init.zeros_(self.x_embed.bias)
 
@@ -216,26 +275,39 @@ class DiT(nn.Module):
         if t.shape != (x.shape[0],):
             raise ValueError(f"t must have shape ({x.shape[0]},) to match the batch, got {tuple(t.shape)}")
         h = self.x_embed(patchify(x, cfg.patch)) + self.pos_embed
-        c = self.t_embed(t)
+        t_emb = self.t_embed(t)
         if self.y_embed is not None:
             if y is None:
                 y = torch.full((x.shape[0],), cfg.num_classes, dtype=torch.long, device=x.device)
-            c = c + self.y_embed(y)
+            y_emb = self.y_embed(y)
         elif y is not None:
             raise ValueError("this DiT was built without num_classes, so it takes no labels y")
+        else:
+            y_emb = torch.zeros_like(t_emb)
+        c = t_emb + y_emb
+        ctx = torch.stack([t_emb, y_emb], dim=1)             # (B, 2, d): tokens for in-context / cross-attention
+        if cfg.conditioning == "in-context":
+            h = torch.cat([ctx, h], dim=1)
         for blk in self.blocks:
-            h = blk(h, c)
+            h = blk(h, c, ctx)
+        if cfg.conditioning == "in-context":
+            h = h[:, 2:]
         return unpatchify(self.final(h, c), cfg.patch, cfg.in_channels, cfg.input_size, cfg.input_size)
 
 
 def dit_flops(cfg: DiTConfig) -> int:
     r"""Forward FLOPs (2 per multiply-add) of the token path of one image: patch embedding, the blocks (QKV and
     output projections :math:`8Td^2`, attention scores and weighted sum :math:`4T^2d`, MLP :math:`4 r T d^2` with
-    ratio :math:`r`) and the final projection. The conditioning MLPs act once per image, not per token, and are
-    left out (under 1% for the tiny configs, far less for the large ones)."""
+    ratio :math:`r`) and the final projection. In-context conditioning runs the blocks on :math:`T+2` tokens;
+    cross-attention adds a query and output projection per token, keys/values of the 2 conditioning tokens, and
+    :math:`2 \cdot 2 \cdot 2Td` for the attention itself. The per-image conditioning MLPs are left out (under 2% for the tiny
+    configs, far less for the large ones)."""
     T = (cfg.input_size // cfg.patch) ** 2
     d = cfg.hidden
     pd = cfg.patch * cfg.patch * cfg.in_channels
     hidden = int(d * cfg.mlp_ratio)
-    per_block = 2 * T * d * 3 * d + 2 * T * T * d * 2 + 2 * T * d * d + 2 * T * d * hidden * 2
+    Tb = T + 2 if cfg.conditioning == "in-context" else T
+    per_block = 2 * Tb * d * 3 * d + 2 * Tb * Tb * d * 2 + 2 * Tb * d * d + 2 * Tb * d * hidden * 2
+    if cfg.conditioning == "cross-attention":
+        per_block += 2 * T * d * d + 2 * 2 * d * 2 * d + 2 * T * 2 * d * 2 + 2 * T * d * d
     return 2 * T * pd * d + cfg.depth * per_block + 2 * T * d * pd
