@@ -72,3 +72,22 @@ def test_captions_and_tokens():
     assert tok2[0, 1].item() == 1  # unknown word
     enc = G.BagOfWordsEncoder(len(vocab), 16, 8)
     assert enc(tok).shape == (2, 8)
+
+
+def test_guidance_with_condition_vectors_and_a_vector_conditioned_unet():
+    from minidiff.nets import UNet
+    torch.manual_seed(0)
+    net = UNet(1, 8, (1, 2), attention=False, cond_dim=5).eval()
+    with torch.no_grad():  # open the zero-initialised layers (output, embedding projections)
+        for p in net.parameters():
+            if p.ndim > 1 and p.abs().max() == 0:
+                p.normal_(std=0.1)
+    x, t = torch.randn(2, 1, 8, 8), torch.zeros(2, dtype=torch.long)
+    v = torch.randn(2, 5)
+    null = torch.zeros(5)
+    cond, uncond = net(x, t, v), net(x, t, null.expand(2, 5))
+    assert torch.allclose(net(x, t), uncond)  # y=None is the null (zero) vector
+    assert (cond - uncond).abs().max() > 1e-5
+    assert torch.allclose(G.guided(net, 3.0, null)(x, t, v), uncond + 3.0 * (cond - uncond), atol=1e-5)
+    with pytest.raises(ValueError, match=r"float tensor \(2, 5\)"):
+        net(x, t, torch.zeros(2, dtype=torch.long))

@@ -38,19 +38,24 @@ def drop_labels(y: torch.Tensor, p_uncond: float, null_label: int, generator: to
     return torch.where(u < p_uncond, torch.full_like(y, null_label), y)
 
 
-def guided(model: Callable, scale: float, null_label: int) -> Callable:
-    r"""Wrap a class-conditional ``model(x, t, y)`` into the guided prediction
+def guided(model: Callable, scale: float, null_label: int | torch.Tensor) -> Callable:
+    r"""Wrap a conditional ``model(x, t, y)`` into the guided prediction
     :math:`\epsilon_\varnothing + w(\epsilon_y - \epsilon_\varnothing)`, computed with a single forward pass on the doubled
-    batch ``[x, x]`` with labels ``[y, null]``. Returns ``fn(x, t, y)``."""
+    batch ``[x, x]`` with conditions ``[y, null]``. ``y`` are int64 labels with ``null_label`` an int, or condition
+    vectors (B, d) with ``null_label`` a (d,) tensor (e.g. zeros). Returns ``fn(x, t, y)``."""
     if scale < 0:
         raise ValueError(f"guidance scale must be >= 0, got {scale}")
 
     def fn(x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        if y.shape != (x.shape[0],):
-            raise ValueError(f"y must have shape ({x.shape[0]},), got {tuple(y.shape)}")
+        if y.shape[0] != x.shape[0]:
+            raise ValueError(f"y must have {x.shape[0]} rows to match x, got shape {tuple(y.shape)}")
         if scale == 1.0:
             return model(x, t, y)
-        out = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, torch.full_like(y, null_label)]))
+        if isinstance(null_label, torch.Tensor):
+            null = null_label.to(y).expand_as(y)
+        else:
+            null = torch.full_like(y, null_label)
+        out = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, null]))
         cond, uncond = out.chunk(2)
         return uncond + scale * (cond - uncond)
 

@@ -88,11 +88,13 @@ class UNet(nn.Module):
     - ``attention``: self-attention at the lowest resolution and in the middle.
     - ``num_classes``: optional class conditioning (an embedding added to the time embedding; index
       ``num_classes`` is the "no label" token used by classifier-free guidance later in the course).
+    - ``cond_dim``: optional conditioning by a vector ``y`` of shape (B, cond_dim) (a text or feature embedding),
+      linearly projected and added to the time embedding; the zero vector is the "no condition" input.
     """
 
     def __init__(self, in_channels: int = 1, base_channels: int = 32, channel_mults=(1, 2, 2), num_res_blocks: int = 1,
                  attention: bool = True, dropout: float = 0.0, num_classes: int | None = None, out_channels: int | None = None,
-                 patch: int = 1):
+                 patch: int = 1, cond_dim: int | None = None):
         super().__init__()
         if patch < 1:
             raise ValueError(f"patch must be >= 1, got {patch}")
@@ -105,7 +107,11 @@ class UNet(nn.Module):
         self.num_classes = num_classes
         emb_dim = 4 * base_channels
         self.time_embed = TimestepEmbedder(emb_dim, freq_dim=base_channels * 2 if base_channels >= 16 else 32)
+        if num_classes and cond_dim:
+            raise ValueError("give num_classes (labels) or cond_dim (vectors), not both")
         self.label_embed = nn.Embedding(num_classes + 1, emb_dim) if num_classes else None
+        self.cond_dim = cond_dim
+        self.cond_proj = nn.Linear(cond_dim, emb_dim) if cond_dim else None
         self.conv_in = nn.Conv2d(in_channels * patch * patch, base_channels, 3, padding=1)
 
         chans = [base_channels * m for m in self.channel_mults]
@@ -154,9 +160,18 @@ class UNet(nn.Module):
         if self.label_embed is not None:
             if y is None:
                 y = torch.full((x.shape[0],), self.num_classes, device=x.device, dtype=torch.long)
+            if y.dtype != torch.long or y.shape != (x.shape[0],):
+                raise ValueError(f"labels y must be int64 of shape ({x.shape[0]},), got {y.dtype} {tuple(y.shape)}")
             emb = emb + self.label_embed(y)
+        elif self.cond_proj is not None:
+            if y is None:
+                y = torch.zeros(x.shape[0], self.cond_dim, device=x.device, dtype=x.dtype)
+            if not y.is_floating_point() or y.shape != (x.shape[0], self.cond_dim):
+                raise ValueError(f"conditioning y must be a float tensor ({x.shape[0]}, {self.cond_dim}), "
+                                 f"got {y.dtype} {tuple(y.shape)}")
+            emb = emb + self.cond_proj(y)
         elif y is not None:
-            raise ValueError("this UNet was built without num_classes, so it takes no labels y")
+            raise ValueError("this UNet was built without num_classes or cond_dim, so it takes no conditioning y")
         if self.patch > 1:  # space-to-depth: (B, C, H, W) -> (B, C*p*p, H/p, W/p)
             x = F.pixel_unshuffle(x, self.patch)
         h = self.conv_in(x)
