@@ -243,7 +243,7 @@ _PROFILES: dict[str, Profile] = {
                                 likelihood_images=100, likelihood_steps=50, toy_steps=2000, toy_hidden=128),
         runtimes={"01_rotation": "about 4.5 min on 2 CPU cores", "02_contrastive": "about 7 min on 2 CPU cores",
                   "03_vae": "about 5.5 min on 2 CPU cores", "04_ddpm": "about 8 min on 2 CPU cores",
-                  "05_sampling": "about 7 min on 2 CPU cores", "06_score_matching": "about 1 min on 2 CPU cores",
+                  "05_sampling": "about 8 min on 2 CPU cores", "06_score_matching": "about 1 min on 2 CPU cores",
                   "07_sde": "about 5.5 min on 2 CPU cores"},
         chapter_budget_s=600.0,
     ),
