@@ -112,3 +112,10 @@ def test_conditioning_variants_use_the_label_and_count_their_flops(conditioning)
 def test_unknown_conditioning():
     with pytest.raises(ValueError, match="conditioning must be one of"):
         D.DiT(D.dit_config("DiT-Tiny/4", conditioning="film"))
+
+
+@pytest.mark.parametrize("name,gflops", [("DiT-S/2", 6.06), ("DiT-B/2", 23.01), ("DiT-L/2", 80.71), ("DiT-XL/2", 118.64)])
+def test_flops_match_the_papers_table(name, gflops):
+    # Peebles & Xie report "Gflops" counted as multiply-adds, for 256x256 images = 32x32x4 latents
+    cfg = D.dit_config(name, input_size=32, in_channels=4)
+    assert D.dit_flops(cfg) / 2 / 1e9 == pytest.approx(gflops, rel=0.01)

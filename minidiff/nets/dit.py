@@ -230,6 +230,8 @@ DIT_CONFIGS = {
     "DiT-S/2": dict(hidden=384, depth=12, heads=6, patch=2),
     "DiT-B/4": dict(hidden=768, depth=12, heads=12, patch=4),
     "DiT-B/2": dict(hidden=768, depth=12, heads=12, patch=2),
+    "DiT-L/2": dict(hidden=1024, depth=24, heads=16, patch=2),
+    "DiT-XL/2": dict(hidden=1152, depth=28, heads=16, patch=2),
 }
 
 
