@@ -168,6 +168,24 @@ class SamplingConfig:
 
 
 @dataclass(frozen=True)
+class DiTChapterConfig:
+    """Sizes for chapter 09: every model trains ``steps`` steps (same data, same schedule) so that the comparison is
+    at equal steps; ``scaling`` lists (config name, overrides) for the quality-vs-GFLOPs plot."""
+
+    dataset: str = "mnist5k"
+    T: int = 50
+    batch: int = 64
+    steps: int = 200
+    lr: float = 1e-3
+    ema_decay: float = 0.99
+    base: str = "DiT-Tiny/4"
+    base_patch: int = 7
+    scaling: tuple = (("DiT-Tiny/4", 7), ("DiT-Tiny/4", 4), ("DiT-Mini/4", 7))
+    n_samples: int = 100
+    sample_steps: int = 20
+
+
+@dataclass(frozen=True)
 class Profile:
     """All sizes for one budget. Immutable: use :func:`dataclasses.replace` to experiment."""
 
@@ -181,6 +199,7 @@ class Profile:
     # a T = 1000 linear-schedule DDPM: the discretisation of the VP SDE (beta 0.1..20), used by chapters 05 and 07
     vp_ddpm: ImageDiffusionConfig = field(default_factory=lambda: ImageDiffusionConfig(T=1000, schedule="linear"))
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    dit: DiTChapterConfig = field(default_factory=DiTChapterConfig)
     # expected runtime of each chapter in this profile, for the banner
     runtimes: Mapping[str, str] = field(default_factory=dict)
     # max time (s) a chapter may take in this profile; checked by the notebook tests
@@ -212,10 +231,13 @@ _PROFILES: dict[str, Profile] = {
         sampling=SamplingConfig(ddim_steps=(10, 20, 50), etas=(0.0, 1.0), n_samples=100, fid_tolerance=1.0,
                                 encode_steps=50, sde_nfe=(20, 50), likelihood_images=32, likelihood_steps=25,
                                 toy_steps=600, toy_hidden=64),
+        dit=DiTChapterConfig(steps=200, scaling=(("DiT-Tiny/4", 7), ("DiT-Tiny/4", 4), ("DiT-Mini/4", 7)),
+                             n_samples=100, sample_steps=20),
         runtimes={"01_rotation": "about 40 s on 2 CPU cores", "02_contrastive": "about 45 s on 2 CPU cores",
                   "03_vae": "about 30 s on 2 CPU cores", "04_ddpm": "about 50 s on 2 CPU cores",
                   "05_sampling": "about 40 s on 2 CPU cores", "06_score_matching": "about 15 s on 2 CPU cores",
-                  "07_sde": "about 30 s on 2 CPU cores"},
+                  "07_sde": "about 30 s on 2 CPU cores",
+                  "09_dit": "about 40 s on 2 CPU cores"},
         chapter_budget_s=60.0,
     ),
     "cpu": Profile(
@@ -241,10 +263,13 @@ _PROFILES: dict[str, Profile] = {
         sampling=SamplingConfig(ddim_steps=(10, 20, 50, 100), etas=(0.0, 1.0), n_samples=300,
                                 fid_tolerance=1.0, encode_steps=100, sde_nfe=(20, 50, 100),
                                 likelihood_images=100, likelihood_steps=50, toy_steps=2000, toy_hidden=128),
+        dit=DiTChapterConfig(steps=600, scaling=(("DiT-Tiny/4", 7), ("DiT-Tiny/4", 4), ("DiT-Mini/4", 7),
+                                                 ("DiT-Mini/4", 4)), n_samples=300, sample_steps=50),
         runtimes={"01_rotation": "about 4.5 min on 2 CPU cores", "02_contrastive": "about 7 min on 2 CPU cores",
                   "03_vae": "about 5.5 min on 2 CPU cores", "04_ddpm": "about 8 min on 2 CPU cores",
                   "05_sampling": "about 8 min on 2 CPU cores", "06_score_matching": "about 1 min on 2 CPU cores",
-                  "07_sde": "about 5.5 min on 2 CPU cores"},
+                  "07_sde": "about 5.5 min on 2 CPU cores",
+                  "09_dit": "about 6 min on 2 CPU cores"},
         chapter_budget_s=600.0,
     ),
     "gpu": Profile(
@@ -272,10 +297,14 @@ _PROFILES: dict[str, Profile] = {
         sampling=SamplingConfig(ddim_steps=(10, 20, 50, 100, 250), etas=(0.0, 0.5, 1.0), n_samples=2000,
                                 fid_tolerance=1.0, encode_steps=100, sde_nfe=(50, 100, 250, 500),
                                 likelihood_images=500, likelihood_steps=100, toy_steps=4000, toy_hidden=256),
+        dit=DiTChapterConfig(steps=3000, batch=128, T=1000, lr=1e-3, ema_decay=0.999,
+                             scaling=(("DiT-Mini/4", 7), ("DiT-Mini/4", 4), ("DiT-Mini/4", 2), ("DiT-S/4", 4)),
+                             n_samples=1000, sample_steps=50),
         runtimes={"01_rotation": "about 12 min on a Colab T4", "02_contrastive": "about 17 min on a Colab T4",
                   "03_vae": "about 9 min on a Colab T4", "04_ddpm": "about 15 min on a Colab T4",
                   "05_sampling": "about 18 min on a Colab T4", "06_score_matching": "about 1 min on a Colab T4",
-                  "07_sde": "about 18 min on a Colab T4"},
+                  "07_sde": "about 18 min on a Colab T4",
+                  "09_dit": "about 15 min on a Colab T4"},
         chapter_budget_s=1200.0,
     ),
 }
