@@ -91,3 +91,8 @@ def test_guidance_with_condition_vectors_and_a_vector_conditioned_unet():
     assert torch.allclose(G.guided(net, 3.0, null)(x, t, v), uncond + 3.0 * (cond - uncond), atol=1e-5)
     with pytest.raises(ValueError, match=r"float tensor \(2, 5\)"):
         net(x, t, torch.zeros(2, dtype=torch.long))
+
+
+def test_guidance_without_a_condition_says_so():
+    with pytest.raises(ValueError, match="needs the condition y"):
+        G.guided(CountingModel(), 2.0, 10)(torch.zeros(2, 1, 2, 2), torch.zeros(2, dtype=torch.long))

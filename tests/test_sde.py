@@ -286,3 +286,14 @@ def test_annealed_langevin_recovers_gaussian_data():
     assert abs(x.var() - SD ** 2) < tol_var() + 0.01
     with pytest.raises(ValueError, match="decreasing"):
         sc.annealed_langevin(score, x, sigmas.flip(0))
+
+
+def test_mixture_responsibilities_and_component_stds():
+    gm = sc.GaussianMixture([[0.0], [4.0]], [0.5, 1.0], [0.3, 0.7])
+    x = torch.tensor([[0.0], [4.0], [2.0]])
+    r = gm.responsibilities(x, 0.5)
+    # by hand: weights times normal densities with stds sqrt(s_k^2 + 0.25), normalised
+    stds = torch.tensor([0.5, 1.0]) ** 2 + 0.25
+    dens = torch.tensor([0.3, 0.7]) * torch.distributions.Normal(torch.tensor([0.0, 4.0]), stds.sqrt()).log_prob(x).exp()
+    assert torch.allclose(r, dens / dens.sum(1, keepdim=True), atol=1e-6)
+    assert torch.allclose(gm.component_stds(0.5), stds.sqrt())

@@ -195,11 +195,6 @@ def ddim_encode(model: Callable, schedule: NoiseSchedule, x0: torch.Tensor, step
     return x
 
 
-def nfe(steps: int) -> int:
-    """Network function evaluations of :func:`ddim_sample`: one per step (DDPM's ancestral sampler needs T)."""
-    return int(steps)
-
-
 def slerp(a: torch.Tensor, b: torch.Tensor, w: torch.Tensor | float) -> torch.Tensor:
     r"""Spherical interpolation between noise tensors (Shoemake 1985), per example:
     :math:`\frac{\sin((1-w)\theta)}{\sin\theta}a + \frac{\sin(w\theta)}{\sin\theta}b` with :math:`\theta` the angle between

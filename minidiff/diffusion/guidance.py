@@ -46,7 +46,10 @@ def guided(model: Callable, scale: float, null_label: int | torch.Tensor) -> Cal
     if scale < 0:
         raise ValueError(f"guidance scale must be >= 0, got {scale}")
 
-    def fn(x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def fn(x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        if not isinstance(y, torch.Tensor):
+            raise ValueError("guidance needs the condition y (labels or vectors) to steer towards; pass it through "
+                             "model_kwargs={'y': y} when sampling")
         if y.shape[0] != x.shape[0]:
             raise ValueError(f"y must have {x.shape[0]} rows to match x, got shape {tuple(y.shape)}")
         if scale == 1.0:

@@ -160,6 +160,14 @@ class GaussianMixture:
                 - 0.5 * diff.pow(2).sum(-1) / var)                                                      # (B, K)
         return logc, diff, var
 
+    def responsibilities(self, x: torch.Tensor, sigma=0.0) -> torch.Tensor:
+        """p(component k | x) under the noisy mixture p_sigma, shape (B, K)."""
+        return torch.softmax(self._parts(x, sigma)[0], 1)
+
+    def component_stds(self, sigma=0.0) -> torch.Tensor:
+        """Standard deviations sqrt(s_k^2 + sigma^2) of the components of p_sigma, shape (K,)."""
+        return (self.stds ** 2 + float(sigma) ** 2).sqrt()
+
     def log_prob(self, x: torch.Tensor, sigma=0.0) -> torch.Tensor:
         logc, _, _ = self._parts(x, sigma)
         return torch.logsumexp(logc, 1)

@@ -292,9 +292,9 @@ def ode_sample(sde: SDE, score_fn: Callable, shape, n_steps: int = 100, method: 
     return (x, traj) if return_trajectory else x
 
 
-def _divergence(v: Callable, x: torch.Tensor, t: torch.Tensor, probes: torch.Tensor | None):
-    """div_x v(x, t): exact (one backward pass per dimension) when ``probes`` is None, else Hutchinson's
-    estimator E[z^T (dv/dx) z] averaged over the given probe vectors (n_probes, B, ...)."""
+def divergence(v: Callable, x: torch.Tensor, t: torch.Tensor, probes: torch.Tensor | None = None):
+    """``(v(x, t), div_x v(x, t))``: the divergence exactly (one backward pass per dimension) when ``probes`` is None,
+    else Hutchinson's estimator E[z^T (dv/dx) z] averaged over the given probe vectors (n_probes, B, ...)."""
     with torch.enable_grad():
         x = x.detach().requires_grad_(True)
         out = v(x, t)
@@ -344,7 +344,7 @@ def log_likelihood(sde: SDE, score_fn: Callable, x0: torch.Tensor, n_steps: int 
     delta = torch.zeros(B, device=x0.device, dtype=x0.dtype)   # accumulates the integral of the divergence
 
     def aug(y, t):
-        return _divergence(v, y, t, probes)
+        return divergence(v, y, t, probes)
 
     for i in tqdm(range(n_steps), desc="PF-ODE likelihood", disable=not progress, leave=False):
         t, h = ts[i], ts[i + 1] - ts[i]
