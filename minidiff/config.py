@@ -186,6 +186,62 @@ class DiTChapterConfig:
 
 
 @dataclass(frozen=True)
+class UNetChapterConfig:
+    """Sizes for chapter 08: the U-Net of :data:`minidiff.nets.UNET_CONFIGS` named ``unet`` and its ablations, each
+    trained with the same budget (``steps``, or ``max_seconds`` of wall time when set). ``loss_t_fractions`` are the
+    points of the loss-by-time-step curve, as fractions of ``T - 1``."""
+
+    dataset: str = "mnist5k"
+    T: int = 50
+    schedule: str = "cosine"
+    unet: str = "UNet-XS"
+    batch: int = 64
+    steps: int = 150
+    max_seconds: float | None = None
+    lr: float = 3e-3
+    warmup: int = 30
+    ema_decay: float = 0.99
+    eval_images: int = 500
+    loss_t_fractions: tuple[float, ...] = (0.0, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0)
+    n_samples: int = 200
+    sample_steps: int = 20
+
+
+@dataclass(frozen=True)
+class GuidanceChapterConfig:
+    """Sizes for chapter 10. A class-conditional pixel-space U-Net (``unet``) trains for ``steps`` / ``max_seconds``
+    with label dropout ``p_uncond`` and is swept over the guidance ``scales``; a latent model of width
+    ``latent_channels_unet`` gets the same wall time as the pixel model; the CLIP-style pair trains ``clip_steps`` and a
+    text-conditioned latent model ``text_steps`` / ``text_max_seconds``."""
+
+    dataset: str = "mnist5k"
+    T: int = 50
+    schedule: str = "cosine"
+    unet: str = "UNet-XS"
+    batch: int = 64
+    steps: int = 300
+    max_seconds: float | None = None
+    lr: float = 3e-3
+    warmup: int = 30
+    ema_decay: float = 0.99
+    p_uncond: float = 0.2
+    ae_latent_channels: int = 4
+    ae_width: int = 16
+    ae_steps: int = 100
+    ae_kl_weight: float = 1e-3
+    latent_base_channels: int = 32
+    clip_dim: int = 32
+    clip_width: int = 8
+    clip_batch: int = 64
+    clip_steps: int = 150
+    text_steps: int = 150
+    text_max_seconds: float | None = None
+    scales: tuple[float, ...] = (0.0, 1.0, 2.0, 4.0)
+    n_samples: int = 200
+    sample_steps: int = 20
+
+
+@dataclass(frozen=True)
 class Profile:
     """All sizes for one budget. Immutable: use :func:`dataclasses.replace` to experiment."""
 
@@ -200,6 +256,8 @@ class Profile:
     vp_ddpm: ImageDiffusionConfig = field(default_factory=lambda: ImageDiffusionConfig(T=1000, schedule="linear"))
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     dit: DiTChapterConfig = field(default_factory=DiTChapterConfig)
+    unet: UNetChapterConfig = field(default_factory=UNetChapterConfig)
+    guidance: GuidanceChapterConfig = field(default_factory=GuidanceChapterConfig)
     # expected runtime of each chapter in this profile, for the banner
     runtimes: Mapping[str, str] = field(default_factory=dict)
     # max time (s) a chapter may take in this profile; checked by the notebook tests
@@ -233,11 +291,15 @@ _PROFILES: dict[str, Profile] = {
                                 toy_steps=600, toy_hidden=64),
         dit=DiTChapterConfig(steps=200, scaling=(("DiT-Tiny/4", 7), ("DiT-Tiny/4", 4), ("DiT-Mini/4", 7)),
                              n_samples=100, sample_steps=20),
+        unet=UNetChapterConfig(unet="UNet-XS", T=50, batch=64, steps=100, eval_images=300, n_samples=100),
+        guidance=GuidanceChapterConfig(unet="UNet-XS", T=50, batch=64, steps=300, ae_steps=100, clip_steps=150,
+                                       text_steps=150, n_samples=200),
         runtimes={"01_rotation": "about 40 s on 2 CPU cores", "02_contrastive": "about 45 s on 2 CPU cores",
                   "03_vae": "about 30 s on 2 CPU cores", "04_ddpm": "about 50 s on 2 CPU cores",
                   "05_sampling": "about 40 s on 2 CPU cores", "06_score_matching": "about 15 s on 2 CPU cores",
                   "07_sde": "about 30 s on 2 CPU cores",
-                  "09_dit": "about 40 s on 2 CPU cores"},
+                  "08_unet": "about 50 s on 2 CPU cores", "09_dit": "about 40 s on 2 CPU cores",
+                  "10_latent_and_guidance": "about 55 s on 2 CPU cores"},
         chapter_budget_s=60.0,
     ),
     "cpu": Profile(
@@ -265,11 +327,17 @@ _PROFILES: dict[str, Profile] = {
                                 likelihood_images=100, likelihood_steps=50, toy_steps=2000, toy_hidden=128),
         dit=DiTChapterConfig(steps=600, scaling=(("DiT-Tiny/4", 7), ("DiT-Tiny/4", 4), ("DiT-Mini/4", 7),
                                                  ("DiT-Mini/4", 4)), n_samples=300, sample_steps=50),
+        unet=UNetChapterConfig(unet="UNet-S", T=200, batch=64, steps=100_000, max_seconds=75.0, eval_images=1000,
+                               n_samples=500, sample_steps=50),
+        guidance=GuidanceChapterConfig(unet="UNet-S", T=200, batch=64, steps=100_000, max_seconds=150.0, ae_steps=600,
+                                       ae_width=32, clip_steps=400, text_steps=100_000, text_max_seconds=90.0,
+                                       n_samples=500, sample_steps=50),
         runtimes={"01_rotation": "about 4.5 min on 2 CPU cores", "02_contrastive": "about 7 min on 2 CPU cores",
                   "03_vae": "about 5.5 min on 2 CPU cores", "04_ddpm": "about 8 min on 2 CPU cores",
                   "05_sampling": "about 8 min on 2 CPU cores", "06_score_matching": "about 1 min on 2 CPU cores",
                   "07_sde": "about 5.5 min on 2 CPU cores",
-                  "09_dit": "about 3.5 min on 2 CPU cores"},
+                  "08_unet": "about 6 min on 2 CPU cores", "09_dit": "about 3.5 min on 2 CPU cores",
+                  "10_latent_and_guidance": "about 8.5 min on 2 CPU cores"},
         chapter_budget_s=600.0,
     ),
     "gpu": Profile(
@@ -300,11 +368,18 @@ _PROFILES: dict[str, Profile] = {
         dit=DiTChapterConfig(steps=3000, batch=128, T=1000, lr=1e-3, ema_decay=0.999,
                              scaling=(("DiT-Mini/4", 7), ("DiT-Mini/4", 4), ("DiT-Mini/4", 2), ("DiT-S/4", 4)),
                              n_samples=1000, sample_steps=50),
+        unet=UNetChapterConfig(dataset="mnist", unet="UNet-L", T=1000, batch=128, steps=100_000, max_seconds=180.0,
+                               lr=1e-3, warmup=200, ema_decay=0.999, eval_images=2000, n_samples=1000, sample_steps=50),
+        guidance=GuidanceChapterConfig(dataset="mnist", unet="UNet-L", T=1000, batch=128, steps=100_000,
+                                       max_seconds=300.0, lr=1e-3, warmup=200, ema_decay=0.999, ae_steps=3000,
+                                       ae_width=64, latent_base_channels=128, clip_steps=2000, clip_batch=256,
+                                       text_steps=100_000, text_max_seconds=240.0, n_samples=1000, sample_steps=50),
         runtimes={"01_rotation": "about 12 min on a Colab T4", "02_contrastive": "about 17 min on a Colab T4",
                   "03_vae": "about 9 min on a Colab T4", "04_ddpm": "about 15 min on a Colab T4",
                   "05_sampling": "about 18 min on a Colab T4", "06_score_matching": "about 1 min on a Colab T4",
                   "07_sde": "about 18 min on a Colab T4",
-                  "09_dit": "about 15 min on a Colab T4"},
+                  "08_unet": "about 14 min on a Colab T4 (estimate)", "09_dit": "about 15 min on a Colab T4",
+                  "10_latent_and_guidance": "about 18 min on a Colab T4 (estimate)"},
         chapter_budget_s=1200.0,
     ),
 }

@@ -182,6 +182,30 @@ def classifier_confidence(x: torch.Tensor) -> dict:
             "max_class_entropy": math.log(10)}
 
 
+def class_agreement(x: torch.Tensor, requested: torch.Tensor) -> dict:
+    r"""How well samples ``x`` generated for the classes ``requested`` (int64 (N,)) match them, judged by the shipped
+    classifier (chapter 10):
+
+    - ``accuracy``: fraction classified as the requested class (0.1 by chance for balanced requests);
+    - ``within_class_entropy``: for each requested class :math:`c`, the entropy (nats) of the histogram of predicted
+      classes among the samples asked to be :math:`c`, averaged over :math:`c`: 0 when every sample asked to be a 7
+      is classified as *one* digit, :math:`\log 10` when the predictions are spread evenly;
+    - ``mean_max_prob``: the classifier's mean confidence."""
+    _images(x, "x")
+    if not isinstance(requested, torch.Tensor) or requested.dtype != torch.long or requested.shape != (x.shape[0],):
+        raise ValueError(f"requested must be int64 labels of shape ({x.shape[0]},), got "
+                         f"{getattr(requested, 'dtype', type(requested).__name__)} {tuple(getattr(requested, 'shape', ()))}")
+    p = predict_proba(x)
+    pred, req = p.argmax(1), requested.cpu()
+    ents = []
+    for c in req.unique().tolist():
+        hist = torch.bincount(pred[req == c], minlength=10).double()
+        q = hist[hist > 0] / hist.sum()
+        ents.append(float(-(q * q.log()).sum()))
+    return {"accuracy": float((pred == req).double().mean()), "within_class_entropy": sum(ents) / len(ents),
+            "mean_max_prob": float(p.max(1).values.mean())}
+
+
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     """Blur images with a Gaussian of std ``sigma`` pixels (a baseline: "blurred digits")."""
     check_images(x, "x")

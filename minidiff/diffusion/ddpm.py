@@ -183,3 +183,84 @@ def sample(model: Callable, schedule: NoiseSchedule, shape: tuple[int, ...], pre
         if traj is not None and (i % every == 0):
             traj.append((i, x.cpu()))
     return (x, traj) if return_trajectory else x
+
+
+@torch.no_grad()
+def loss_by_timestep(model: Callable, schedule: NoiseSchedule, x0: torch.Tensor, ts, prediction: str = "eps",
+                     batch_size: int = 500, seed: int = 0, model_kwargs: dict | None = None) -> torch.Tensor:
+    r"""The eq. 14 loss at fixed time steps: for each ``t`` in ``ts`` the mean over ``x0`` of
+    :math:`\frac1d\|\text{target} - \text{model}(x_t, t)\|^2` (the same noise draw for every ``t``, fixed by
+    ``seed``). Returns a float tensor ``(len(ts),)`` on the CPU. It shows *where* in time a model is good or bad,
+    which the average loss hides (chapter 08)."""
+    _check_schedule(schedule)
+    _check_prediction(prediction)
+    check_tensor(x0, "x0", floating=True)
+    if x0.ndim < 2 or x0.shape[0] == 0:
+        raise ValueError(f"x0 must be a non-empty batch (B, ...), got shape {tuple(x0.shape)}")
+    ts = [int(t) for t in ts]
+    if not ts or min(ts) < 0 or max(ts) > schedule.T - 1:
+        raise ValueError(f"ts must be a non-empty list of time steps in [0, {schedule.T - 1}], got {ts}")
+    try:
+        device = next(model.parameters()).device  # type: ignore[attr-defined]
+    except (AttributeError, StopIteration):
+        device = x0.device
+    sched = schedule if schedule.device == device else schedule.to(device)
+    noise_all = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed))
+    kwargs = model_kwargs or {}
+    out = torch.zeros(len(ts), dtype=torch.float64)
+    for i in range(0, x0.shape[0], batch_size):
+        xb = x0[i:i + batch_size].to(device)
+        nb = noise_all[i:i + batch_size].to(device)
+        kb = {k: (v[i:i + batch_size].to(device) if isinstance(v, torch.Tensor) else v) for k, v in kwargs.items()}
+        for j, tv in enumerate(ts):
+            t = torch.full((xb.shape[0],), tv, device=device, dtype=torch.long)
+            pred = model(q_sample(sched, xb, t, nb), t, **kb)
+            err = (pred.float() - target_for(prediction, sched, xb, nb, t).float()).pow(2)
+            out[j] += err.flatten(1).mean(1).double().sum().cpu()
+    return (out / x0.shape[0]).float()
+
+
+def train_ddpm(model, schedule: NoiseSchedule, x: torch.Tensor, y: torch.Tensor | None = None, *, cfg,
+               batch_size: int, prediction: str = "eps", p_uncond: float = 0.0, null=None, seed: int = 0):
+    r"""Fit a denoiser with the eq. 14 objective on the data ``x`` (on the model's device), optionally conditioned on
+    ``y``: int64 labels (null label ``null``, default ``model.num_classes``) or float vectors (null vector ``null``,
+    default zeros). With ``p_uncond > 0`` each condition is replaced by the null one with that probability, so one
+    network learns both :math:`\epsilon(x_t, y)` and :math:`\epsilon(x_t, \varnothing)` for classifier-free guidance.
+    ``cfg`` is a :class:`minidiff.train.TrainConfig`; returns its :class:`~minidiff.train.TrainResult`.
+
+    This is the loop of chapters 04, 08, 10 and 11 in one call::
+
+        run = train_ddpm(unet, sched, x_train, y_train, cfg=TrainConfig(steps=500), batch_size=64, p_uncond=0.1)
+    """
+    from ..train import train
+    from .guidance import drop_condition
+
+    _check_schedule(schedule)
+    _check_prediction(prediction)
+    check_tensor(x, "x", floating=True)
+    if y is not None:
+        check_tensor(y, "y")
+        if y.shape[0] != x.shape[0]:
+            raise ValueError(f"x and y must have the same number of rows, got {x.shape[0]} and {y.shape[0]}")
+        if not y.is_floating_point() and null is None:
+            null = getattr(model, "num_classes", None)
+            if null is None:
+                raise ValueError("integer labels y need a null label for dropout: pass null=... or use a model with "
+                                 "num_classes")
+    if not 0 <= p_uncond <= 1:
+        raise ValueError(f"p_uncond must be a probability in [0, 1], got {p_uncond}")
+    from ..data import TensorSampler
+
+    gen = torch.Generator().manual_seed(seed + 1)
+
+    def loss(m, batch):
+        if y is None:
+            return ddpm_loss(m, schedule, batch, prediction=prediction)
+        xb, yb = batch
+        if p_uncond > 0:
+            yb = drop_condition(yb, p_uncond, null, generator=gen)
+        return ddpm_loss(m, schedule, xb, prediction=prediction, model_kwargs={"y": yb})
+
+    batches = TensorSampler(x, batch_size=batch_size, seed=seed) if y is None else \
+        TensorSampler(x, y, batch_size=batch_size, seed=seed)
+    return train(model, loss, batches, cfg)

@@ -38,6 +38,26 @@ def drop_labels(y: torch.Tensor, p_uncond: float, null_label: int, generator: to
     return torch.where(u < p_uncond, torch.full_like(y, null_label), y)
 
 
+def drop_condition(y: torch.Tensor, p_uncond: float, null=None, generator: torch.Generator | None = None) -> torch.Tensor:
+    """:func:`drop_labels` for labels (``null`` an int) and for condition vectors (B, d), whose rows are replaced by
+    ``null`` (a (d,) tensor, default the zero vector) with probability ``p_uncond``."""
+    check_tensor(y, "y", ndim=(1, 2))
+    if not y.is_floating_point():
+        if not isinstance(null, int):
+            raise ValueError(f"labels need an int null label, got {null!r}")
+        return drop_labels(y, p_uncond, null, generator)
+    if y.ndim != 2:
+        raise ValueError(f"condition vectors must have shape (B, d), got {tuple(y.shape)}")
+    if not 0 <= p_uncond <= 1:
+        raise ValueError(f"p_uncond must be a probability in [0, 1], got {p_uncond}")
+    null_vec = torch.zeros(y.shape[1], dtype=y.dtype, device=y.device) if null is None else \
+        torch.as_tensor(null, dtype=y.dtype, device=y.device)
+    if null_vec.shape != (y.shape[1],):
+        raise ValueError(f"null vector must have shape ({y.shape[1]},), got {tuple(null_vec.shape)}")
+    u = torch.rand(y.shape[0], generator=generator).to(y.device)
+    return torch.where((u < p_uncond)[:, None], null_vec.expand_as(y), y)
+
+
 def guided(model: Callable, scale: float, null_label: int | torch.Tensor) -> Callable:
     r"""Wrap a conditional ``model(x, t, y)`` into the guided prediction
     :math:`\epsilon_\varnothing + w(\epsilon_y - \epsilon_\varnothing)`, computed with a single forward pass on the doubled
@@ -116,3 +136,48 @@ class BagOfWordsEncoder(torch.nn.Module):
         mask = (tokens > 0).float().unsqueeze(-1)
         h = (self.embed(tokens) * mask).sum(1) / mask.sum(1).clamp_min(1)
         return self.mlp(h)
+
+
+class CLIPModel(torch.nn.Module):
+    """A CLIP in miniature: an image encoder (a small ConvNet) and a bag-of-words text encoder, each followed by a
+    linear map into a shared ``dim``-dimensional space, trained with :func:`clip_loss`.
+
+    ``condition(tokens)`` is what a generator is conditioned on: the unit text embedding times
+    :math:`\\sqrt{\\text{dim}}` (entries of about unit size, whatever the encoder's raw scale)."""
+
+    def __init__(self, vocab: dict, dim: int = 32, width: int = 8, temperature: float = 0.07):
+        super().__init__()
+        from ..nets.resnet import ConvNet
+
+        if dim < 2:
+            raise ValueError(f"embedding dim must be >= 2, got {dim}")
+        self.vocab, self.dim, self.temperature = dict(vocab), dim, temperature
+        self.image_encoder = ConvNet(1, width)
+        self.image_proj = torch.nn.Linear(self.image_encoder.feature_dim, dim)
+        self.text_encoder = BagOfWordsEncoder(len(self.vocab), dim=2 * dim, out_dim=dim)
+
+    def encode_image(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.image_proj(self.image_encoder(x)), dim=1)
+
+    def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
+        check_tensor(tokens, "tokens", ndim=2, dtype=torch.long)
+        return F.normalize(self.text_encoder(tokens), dim=1)
+
+    def tokens(self, captions: list[str]) -> torch.Tensor:
+        """Token ids of ``captions`` in this model's vocabulary, on the model's device."""
+        return tokenize(captions, self.vocab)[0].to(self.image_proj.weight.device)
+
+    def loss(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        return clip_loss(self.encode_image(x), self.encode_text(tokens), self.temperature)
+
+    @torch.no_grad()
+    def condition(self, captions: list[str]) -> torch.Tensor:
+        return self.encode_text(self.tokens(captions)) * self.dim ** 0.5
+
+    @torch.no_grad()
+    def zero_shot(self, x: torch.Tensor, prompts: list[str], batch_size: int = 500) -> torch.Tensor:
+        """Index of the prompt whose embedding is closest (cosine) to each image: zero-shot classification."""
+        text = self.encode_text(self.tokens(prompts))
+        dev = text.device
+        return torch.cat([(self.encode_image(x[i:i + batch_size].to(dev)) @ text.T).argmax(1).cpu()
+                          for i in range(0, x.shape[0], batch_size)])

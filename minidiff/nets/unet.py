@@ -10,6 +10,11 @@ Shape of the network, for ``channel_mults=(1, 2, 2)`` and 28x28 inputs::
 
 Every ResBlock receives the timestep embedding as a per-channel scale and shift after its second
 GroupNorm (FiLM, as in Dhariwal & Nichol 2021's "AdaGN"): ``h = norm(h) * (1 + scale) + shift``.
+
+Chapter 08 ablates the parts: ``skip_connections=False`` drops the concatenated skips (the up path then sees
+only what passed through the bottleneck), ``attention=False`` drops self-attention, and ``time_conditioning=
+"add"`` replaces the scale-and-shift by a plain added bias (``h = norm(h) + shift``, as in Ho et al. 2020).
+Named sizes are in :data:`UNET_CONFIGS`; :func:`count_flops` measures any of them.
 """
 
 from __future__ import annotations
@@ -20,10 +25,40 @@ from torch import nn
 
 from .embeddings import TimestepEmbedder
 
+# Named sizes (keyword arguments of :class:`UNet`) used across the course; chapter 08 prints their parameter counts.
+UNET_CONFIGS = {
+    "UNet-XS": dict(base_channels=16, channel_mults=(1, 2), attention=False, patch=2),   # ci profile
+    "UNet-S": dict(base_channels=32, channel_mults=(1, 2), attention=False, patch=2),    # cpu profile
+    "UNet-M": dict(base_channels=32, channel_mults=(1, 2, 2), attention=True, patch=1),
+    "UNet-L": dict(base_channels=64, channel_mults=(1, 2, 2), attention=True, patch=1),  # gpu profile
+    "UNet-DDPM-CIFAR": dict(base_channels=128, channel_mults=(1, 2, 2, 2), num_res_blocks=2, attention=True,
+                            dropout=0.1),   # Ho et al. 2020's CIFAR-10 shape (attention at 16x16 there)
+}
+
+
+def unet_config(name: str, **overrides) -> dict:
+    """Keyword arguments of a named U-Net from :data:`UNET_CONFIGS`, with fields overridden:
+    ``UNet(**unet_config("UNet-S", num_classes=10))``."""
+    if name not in UNET_CONFIGS:
+        raise ValueError(f"unknown U-Net config {name!r}; expected one of {', '.join(UNET_CONFIGS)}")
+    return {**UNET_CONFIGS[name], **overrides}
+
 
 def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
     """Number of (trainable) parameters of ``model``."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def count_flops(model: nn.Module, *inputs, **kwargs) -> int:
+    """Floating-point operations of one forward pass ``model(*inputs, **kwargs)``, counted by
+    ``torch.utils.flop_counter`` (2 per multiply-add of the matrix products and convolutions, which dominate;
+    normalisations and activations are not counted)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model(*inputs, **kwargs)
+    return int(counter.get_total_flops())
 
 
 def _groups(ch: int) -> int:
@@ -40,13 +75,18 @@ def zero_module(m: nn.Module) -> nn.Module:
 
 
 class ResBlock(nn.Module):
-    """GroupNorm-SiLU-conv, then GroupNorm modulated by the time embedding, SiLU, dropout, conv; plus a skip."""
+    """GroupNorm-SiLU-conv, then GroupNorm modulated by the time embedding, SiLU, dropout, conv; plus a skip.
 
-    def __init__(self, cin: int, cout: int, emb_dim: int, dropout: float = 0.0):
+    ``time_conditioning="scale_shift"``: ``norm(h) * (1 + scale) + shift``; ``"add"``: ``norm(h) + shift``."""
+
+    def __init__(self, cin: int, cout: int, emb_dim: int, dropout: float = 0.0, time_conditioning: str = "scale_shift"):
         super().__init__()
+        if time_conditioning not in ("scale_shift", "add"):
+            raise ValueError(f"time_conditioning must be 'scale_shift' or 'add', got {time_conditioning!r}")
+        self.scale_shift = time_conditioning == "scale_shift"
         self.norm1 = nn.GroupNorm(_groups(cin), cin)
         self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
-        self.emb = nn.Linear(emb_dim, 2 * cout)
+        self.emb = nn.Linear(emb_dim, (2 if self.scale_shift else 1) * cout)
         self.norm2 = nn.GroupNorm(_groups(cout), cout)
         self.drop = nn.Dropout(dropout)
         self.conv2 = zero_module(nn.Conv2d(cout, cout, 3, padding=1))
@@ -54,8 +94,12 @@ class ResBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         h = self.conv1(F.silu(self.norm1(x)))
-        scale, shift = self.emb(F.silu(emb))[:, :, None, None].chunk(2, dim=1)
-        h = self.norm2(h) * (1 + scale) + shift
+        e = self.emb(F.silu(emb))[:, :, None, None]
+        if self.scale_shift:
+            scale, shift = e.chunk(2, dim=1)
+            h = self.norm2(h) * (1 + scale) + shift
+        else:
+            h = self.norm2(h) + e
         h = self.conv2(self.drop(F.silu(h)))
         return self.skip(x) + h
 
@@ -90,11 +134,14 @@ class UNet(nn.Module):
       ``num_classes`` is the "no label" token used by classifier-free guidance later in the course).
     - ``cond_dim``: optional conditioning by a vector ``y`` of shape (B, cond_dim) (a text or feature embedding),
       linearly projected and added to the time embedding; the zero vector is the "no condition" input.
+    - ``patch``: space-to-depth factor applied first (``pixel_unshuffle``), a cheap way to shrink the grid on CPU.
+    - ``skip_connections``, ``time_conditioning``: ablation switches (module docstring).
     """
 
     def __init__(self, in_channels: int = 1, base_channels: int = 32, channel_mults=(1, 2, 2), num_res_blocks: int = 1,
                  attention: bool = True, dropout: float = 0.0, num_classes: int | None = None, out_channels: int | None = None,
-                 patch: int = 1, cond_dim: int | None = None):
+                 patch: int = 1, cond_dim: int | None = None, skip_connections: bool = True,
+                 time_conditioning: str = "scale_shift"):
         super().__init__()
         if patch < 1:
             raise ValueError(f"patch must be >= 1, got {patch}")
@@ -105,6 +152,7 @@ class UNet(nn.Module):
         self.in_channels = in_channels
         self.channel_mults = tuple(channel_mults)
         self.num_classes = num_classes
+        self.skip_connections = skip_connections
         emb_dim = 4 * base_channels
         self.time_embed = TimestepEmbedder(emb_dim, freq_dim=base_channels * 2 if base_channels >= 16 else 32)
         if num_classes and cond_dim:
@@ -115,13 +163,14 @@ class UNet(nn.Module):
         self.conv_in = nn.Conv2d(in_channels * patch * patch, base_channels, 3, padding=1)
 
         chans = [base_channels * m for m in self.channel_mults]
+        res = lambda cin, cout: ResBlock(cin, cout, emb_dim, dropout, time_conditioning)  # noqa: E731
         self.down = nn.ModuleList()
         skip_ch = [base_channels]
         ch = base_channels
         n_levels = len(chans)
         for level, cout in enumerate(chans):
             for _ in range(num_res_blocks):
-                blocks = nn.ModuleList([ResBlock(ch, cout, emb_dim, dropout)])
+                blocks = nn.ModuleList([res(ch, cout)])
                 if attention and level == n_levels - 1:
                     blocks.append(AttentionBlock(cout))
                 self.down.append(blocks)
@@ -130,14 +179,13 @@ class UNet(nn.Module):
             if level != n_levels - 1:
                 self.down.append(nn.ModuleList([nn.Conv2d(ch, ch, 3, stride=2, padding=1)]))
                 skip_ch.append(ch)
-        self.mid = nn.ModuleList([ResBlock(ch, ch, emb_dim, dropout)]
-                                 + ([AttentionBlock(ch)] if attention else [])
-                                 + [ResBlock(ch, ch, emb_dim, dropout)])
+        self.mid = nn.ModuleList([res(ch, ch)] + ([AttentionBlock(ch)] if attention else []) + [res(ch, ch)])
         self.up = nn.ModuleList()
         for level in reversed(range(n_levels)):
             cout = chans[level]
             for _ in range(num_res_blocks + 1):
-                blocks = nn.ModuleList([ResBlock(ch + skip_ch.pop(), cout, emb_dim, dropout)])
+                skip = skip_ch.pop() if skip_connections else 0
+                blocks = nn.ModuleList([res(ch + skip, cout)])
                 if attention and level == n_levels - 1:
                     blocks.append(AttentionBlock(cout))
                 self.up.append(blocks)
@@ -183,7 +231,7 @@ class UNet(nn.Module):
         for m in self.mid:
             h = m(h, emb) if isinstance(m, ResBlock) else m(h)
         for blocks in self.up:
-            if isinstance(blocks[0], ResBlock):
+            if isinstance(blocks[0], ResBlock) and self.skip_connections:
                 h = torch.cat([h, skips.pop()], dim=1)
             for m in blocks:
                 h = m(h, emb) if isinstance(m, ResBlock) else m(h)
