@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from minidiff.diffusion import ddpm
+from minidiff.diffusion import ddpm, schedules
 from minidiff.diffusion.schedules import NoiseSchedule, cosine_betas, linear_betas, make_schedule
 
 
@@ -140,3 +140,63 @@ def test_bad_inputs_raise_clear_errors(sched):
         ddpm.q_sample(cosine_betas(10), x0, torch.tensor([0, 1, 2, 3]))
     with pytest.raises(ValueError, match="tuple of positive ints"):
         ddpm.sample(lambda x, t: x, sched, (0, 2), progress=False)
+
+
+# ----------------------------------------------------------------------------- loss by time step, train_ddpm
+
+def test_loss_by_timestep_against_hand_computation():
+    from minidiff.diffusion.ddpm import loss_by_timestep
+
+    sched = schedules.NoiseSchedule(schedules.linear_betas(20))
+    x0 = torch.randn(64, 1, 4, 4)
+    zero = lambda x, t: torch.zeros_like(x)          # noqa: E731
+    # the zero model's eps-loss is E[eps^2] over the fixed noise draw, the same at every t
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(3))
+    got = loss_by_timestep(zero, sched, x0, [0, 7, 19], seed=3, batch_size=10)
+    assert torch.allclose(got, torch.full((3,), noise.pow(2).mean().item()), atol=1e-5)
+    # the identity "x_t" model for x0-prediction: error = x_t - x0, computed by hand with q_sample
+    ident = lambda x, t: x                            # noqa: E731
+    got = loss_by_timestep(ident, sched, x0, [0, 19], prediction="x0", seed=3)
+    for j, tv in enumerate([0, 19]):
+        t = torch.full((64,), tv, dtype=torch.long)
+        want = (ddpm.q_sample(sched, x0, t, noise) - x0).pow(2).mean().item()
+        assert got[j].item() == pytest.approx(want, rel=1e-5)
+    with pytest.raises(ValueError, match=r"ts must be a non-empty list of time steps in \[0, 19\]"):
+        loss_by_timestep(zero, sched, x0, [20])
+
+
+def test_train_ddpm_learns_and_drops_conditions():
+    from minidiff.diffusion.ddpm import loss_by_timestep, train_ddpm
+    from minidiff.nets import TimeMLP
+    from minidiff.train import TrainConfig
+
+    torch.manual_seed(0)
+    sched = schedules.make_schedule("linear", 50)
+    x = torch.randn(2048, 2) * 0.3 + torch.tensor([1.0, -1.0])
+    net = TimeMLP(2, 64, 2)
+    ts = [5, 25, 45]
+    before = loss_by_timestep(net, sched, x[:512], ts)
+    run = train_ddpm(net, sched, x, cfg=TrainConfig(steps=300, lr=3e-3, ema_decay=None, progress=False), batch_size=128)
+    after = loss_by_timestep(run.model, sched, x[:512], ts)
+    assert bool((after < 0.7 * before).all()), (before, after)
+
+    class Recorder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(2, 2)
+            self.num_classes = 5
+            self.seen = []
+
+        def forward(self, x, t, y):
+            self.seen.append(y.clone())
+            return self.lin(x)
+
+    rec = Recorder()
+    y = torch.randint(0, 5, (2048,))
+    train_ddpm(rec, sched, x, y, cfg=TrainConfig(steps=40, ema_decay=None, progress=False), batch_size=256, p_uncond=0.3)
+    seen = torch.cat(rec.seen)
+    assert abs((seen == 5).float().mean().item() - 0.3) < 0.03     # null label = model.num_classes, rate honoured
+    with pytest.raises(ValueError, match="same number of rows"):
+        train_ddpm(rec, sched, x, y[:10], cfg=TrainConfig(steps=1, progress=False), batch_size=8)
+    with pytest.raises(ValueError, match="p_uncond"):
+        train_ddpm(rec, sched, x, y, cfg=TrainConfig(steps=1, progress=False), batch_size=8, p_uncond=1.5)

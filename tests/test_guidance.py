@@ -96,3 +96,71 @@ def test_guidance_with_condition_vectors_and_a_vector_conditioned_unet():
 def test_guidance_without_a_condition_says_so():
     with pytest.raises(ValueError, match="needs the condition y"):
         G.guided(CountingModel(), 2.0, 10)(torch.zeros(2, 1, 2, 2), torch.zeros(2, dtype=torch.long))
+
+
+# ----------------------------------------------------------------------------- condition vectors, CLIPModel, metrics
+
+def test_drop_condition_vectors_and_labels():
+    g = torch.Generator().manual_seed(0)
+    y = torch.randn(20000, 3) + 5
+    out = G.drop_condition(y, 0.25, generator=g)
+    dropped = (out == 0).all(1)
+    assert abs(dropped.float().mean().item() - 0.25) < 0.015
+    assert torch.equal(out[~dropped], y[~dropped])                    # kept rows untouched
+    null = torch.tensor([1.0, 2.0, 3.0])
+    out = G.drop_condition(y, 1.0, null)
+    assert torch.equal(out, null.expand_as(y))
+    labels = torch.randint(0, 10, (1000,))
+    assert ((G.drop_condition(labels, 1.0, 10)) == 10).all()
+    with pytest.raises(ValueError, match=r"null vector must have shape \(3,\)"):
+        G.drop_condition(y, 0.5, torch.zeros(4))
+    with pytest.raises(ValueError, match="int null label"):
+        G.drop_condition(labels, 0.5, None)
+
+
+def test_guided_with_condition_vectors_uses_the_null_vector():
+    class VecModel(torch.nn.Module):
+        def forward(self, x, t, y):
+            return x + y.sum(1).view(-1, 1, 1, 1)
+
+    m = VecModel()
+    x, t, y = torch.randn(2, 1, 2, 2), torch.tensor([0, 1]), torch.tensor([[1.0, 2.0], [3.0, -1.0]])
+    null = torch.zeros(2)
+    cond, uncond = m(x, t, y), m(x, t, null.expand_as(y))
+    assert torch.allclose(G.guided(m, 3.0, null)(x, t, y), uncond + 3.0 * (cond - uncond))
+
+
+def test_clip_model_loss_zero_shot_and_condition():
+    caps = ["a thin handwritten one", "a bold handwritten two"]
+    _, vocab = G.tokenize(caps)
+    torch.manual_seed(0)
+    clip = G.CLIPModel(vocab, dim=8, width=4).eval()
+    x = torch.rand(4, 1, 28, 28) * 2 - 1
+    tok = clip.tokens(caps + caps)
+    assert clip.loss(x, tok).item() == pytest.approx(
+        G.clip_loss(clip.encode_image(x), clip.encode_text(tok), clip.temperature).item(), rel=1e-6)
+    assert torch.allclose(clip.encode_text(tok).norm(dim=1), torch.ones(4), atol=1e-5)
+    c = clip.condition(caps)
+    assert c.shape == (2, 8) and torch.allclose(c.norm(dim=1), torch.full((2,), 8 ** 0.5), atol=1e-4)
+    # zero-shot = argmax of the cosine similarity, by hand
+    prompts = ["a handwritten one", "a handwritten two"]
+    sims = clip.encode_image(x) @ clip.encode_text(clip.tokens(prompts)).T
+    assert torch.equal(clip.zero_shot(x, prompts), sims.argmax(1))
+    with pytest.raises(TypeError, match="tokens must have dtype torch.int64"):
+        clip.encode_text(tok.float())
+
+
+def test_clip_model_learns_digits_zero_shot():
+    from minidiff import data
+    from minidiff.train import TrainConfig, train
+
+    tr, te = data.mnist5k("train"), data.mnist5k("test")
+    gen = torch.Generator().manual_seed(0)
+    _, vocab = G.tokenize(G.digit_captions(tr.y, generator=gen))
+    torch.manual_seed(0)
+    clip = G.CLIPModel(vocab)
+    train(clip, lambda m, b: m.loss(b[0], m.tokens(G.digit_captions(b[1], generator=gen))),
+          data.TensorSampler(tr.x, tr.y, batch_size=64), TrainConfig(steps=100, lr=3e-3, ema_decay=None, progress=False))
+    clip.eval()
+    acc = (clip.zero_shot(te.x, [f"a handwritten {d}" for d in G.DIGIT_NAMES]) == te.y).float().mean().item()
+    assert acc > 0.6, acc          # chance is 0.1

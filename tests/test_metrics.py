@@ -1,6 +1,7 @@
 """FID/KID against independent references, and sanity checks of the shipped feature network."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -110,3 +111,22 @@ def test_metric_bad_inputs():
         metrics.fid_from_features(torch.zeros(1, 3), torch.zeros(5, 3))
     with pytest.raises(ValueError, match="1 channel"):
         metrics.fid(torch.zeros(4, 3, 28, 28), torch.zeros(4, 3, 28, 28))
+
+
+def test_class_agreement_by_hand(monkeypatch):
+    from minidiff import metrics
+
+    # a fake classifier: the predicted class is written in the first pixel
+    pred = torch.tensor([0, 0, 1, 1, 2, 2, 2, 2])
+    req = torch.tensor([0, 0, 0, 0, 2, 2, 2, 2])
+    x = torch.zeros(8, 1, 28, 28)
+    x[:, 0, 0, 0] = pred.float()
+    monkeypatch.setattr(metrics, "predict_proba",
+                        lambda x: torch.nn.functional.one_hot(x[:, 0, 0, 0].long(), 10).float() * 0.9 + 0.01)
+    out = metrics.class_agreement(x, req)
+    assert out["accuracy"] == pytest.approx(6 / 8)
+    # requested 0: predictions {0, 0, 1, 1} -> entropy log 2; requested 2: all 2 -> 0; mean = log(2) / 2
+    assert out["within_class_entropy"] == pytest.approx(math.log(2) / 2)
+    assert out["mean_max_prob"] == pytest.approx(0.91)
+    with pytest.raises(ValueError, match=r"requested must be int64 labels of shape \(8,\)"):
+        metrics.class_agreement(x, req[:3])

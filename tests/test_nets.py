@@ -70,3 +70,89 @@ def test_count_parameters_by_hand():
     assert count_parameters(lin) == 3 * 4 + 4
     lin.bias.requires_grad_(False)
     assert count_parameters(lin) == 12 and count_parameters(lin, trainable_only=False) == 16
+
+
+# ----------------------------------------------------------------------------- U-Net parts, configs and ablations
+
+def _resblock_params(cin, cout, emb, scale_shift=True):
+    k = 2 if scale_shift else 1
+    return (2 * cin + 2 * cout) + (9 * cin * cout + cout) + (9 * cout * cout + cout) + (emb * k * cout + k * cout) \
+        + ((cin * cout + cout) if cin != cout else 0)
+
+
+def _tiny_unet_params(skips: bool, scale_shift: bool = True):
+    """By hand, UNet(1, base=8, channel_mults=(1,), attention=False): time MLP (freq 32 -> 32 -> 32), conv_in, one
+    down block, two middle blocks, two up blocks (inputs 16 with skips, 8 without), GroupNorm and conv_out."""
+    emb, c = 32, 8
+    time_mlp = (32 * emb + emb) + (emb * emb + emb)
+    conv_in = 9 * 1 * c + c
+    up_in = 2 * c if skips else c
+    blocks = 3 * _resblock_params(c, c, emb, scale_shift) + 2 * _resblock_params(up_in, c, emb, scale_shift)
+    out = 2 * c + (9 * c * 1 + 1)
+    return time_mlp + conv_in + blocks + out
+
+
+@pytest.mark.parametrize("skips,tc", [(True, "scale_shift"), (False, "scale_shift"), (True, "add")])
+def test_unet_parameter_count_by_hand(skips, tc):
+    net = UNet(1, 8, (1,), attention=False, skip_connections=skips, time_conditioning=tc)
+    assert count_parameters(net) == _tiny_unet_params(skips, tc == "scale_shift")
+
+
+def test_resblock_count_and_identity_at_init():
+    from minidiff.nets.unet import ResBlock
+
+    for cin, cout in [(8, 8), (8, 16)]:
+        blk = ResBlock(cin, cout, 32)
+        assert count_parameters(blk) == _resblock_params(cin, cout, 32)
+    x = torch.randn(2, 8, 6, 6)
+    assert torch.equal(ResBlock(8, 8, 32)(x, torch.randn(2, 32)), x)   # zero-initialised second conv
+    with pytest.raises(ValueError, match="time_conditioning"):
+        ResBlock(8, 8, 32, time_conditioning="multiply")
+
+
+def test_ablated_unets_run_and_differ_from_full():
+    torch.manual_seed(0)
+    x, t = torch.randn(2, 1, 28, 28), torch.tensor([3, 40])
+    outs = {}
+    for name, kw in {"full": {}, "noskip": dict(skip_connections=False), "add": dict(time_conditioning="add")}.items():
+        torch.manual_seed(0)
+        net = UNet(1, 8, (1, 2), attention=True, **kw)
+        for p in net.parameters():          # random weights everywhere (the zero init would hide the difference)
+            torch.nn.init.normal_(p, std=0.05)
+        outs[name] = net(x, t)
+        assert outs[name].shape == x.shape
+    assert not torch.allclose(outs["full"], outs["noskip"]) and not torch.allclose(outs["full"], outs["add"])
+
+
+def test_without_skips_everything_passes_through_the_bottleneck():
+    """Freeze the bottleneck (the middle block's output) to a constant: a U-Net without skips then gives the same
+    output for any input, while the skip connections of the full U-Net still carry the input to the output."""
+    t = torch.tensor([5])
+    x1, x2 = torch.randn(1, 1, 28, 28), torch.randn(1, 1, 28, 28)
+    for skips in (True, False):
+        torch.manual_seed(0)
+        net = UNet(1, 8, (1, 2), attention=False, skip_connections=skips)
+        for p in net.parameters():
+            torch.nn.init.normal_(p, std=0.05)
+        const = torch.randn(1, 16, 14, 14)
+        net.mid[-1].register_forward_hook(lambda m, i, o: const)
+        same = torch.allclose(net(x1, t), net(x2, t))
+        assert same == (not skips)
+
+
+def test_unet_configs_and_flops():
+    from minidiff.nets import UNET_CONFIGS, count_flops, unet_config
+
+    assert set(UNET_CONFIGS) >= {"UNet-XS", "UNet-S", "UNet-L"}
+    kw = unet_config("UNet-S", num_classes=10)
+    assert kw["base_channels"] == 32 and kw["num_classes"] == 10 and "num_classes" not in UNET_CONFIGS["UNet-S"]
+    with pytest.raises(ValueError, match="unknown U-Net config 'UNet-Q'"):
+        unet_config("UNet-Q")
+    # FLOPs of a single 1x1 conv and a 3x3 conv against the textbook count (2 per multiply-add)
+    conv = torch.nn.Conv2d(4, 6, 3, padding=1)
+    assert count_flops(conv, torch.zeros(1, 4, 5, 5)) == 2 * 4 * 6 * 9 * 25
+    # the U-Net with patch 2 on 28x28 costs less than a quarter... of patch 1 plus the attention term
+    xin, tin = torch.zeros(1, 1, 28, 28), torch.zeros(1, dtype=torch.long)
+    f1 = count_flops(UNet(1, **unet_config("UNet-XS", patch=1)), xin, tin)
+    f2 = count_flops(UNet(1, **unet_config("UNet-XS")), xin, tin)
+    assert 3.5 < f1 / f2 < 4.5
