@@ -188,7 +188,8 @@ class DiTChapterConfig:
 @dataclass(frozen=True)
 class UNetChapterConfig:
     """Sizes for chapter 08: the U-Net of :data:`minidiff.nets.UNET_CONFIGS` named ``unet`` and its ablations, each
-    trained with the same budget (``steps``, or ``max_seconds`` of wall time when set). ``loss_t_fractions`` are the
+    trained for the same number of ``steps`` (a wall-clock budget ``max_seconds`` can be added, but equal steps keep
+    the ablation independent of the machine's load). ``loss_t_fractions`` are the
     points of the loss-by-time-step curve, as fractions of ``T - 1``."""
 
     dataset: str = "mnist5k"
@@ -331,7 +332,7 @@ _PROFILES: dict[str, Profile] = {
                                 likelihood_images=100, likelihood_steps=50, toy_steps=2000, toy_hidden=128),
         dit=DiTChapterConfig(steps=600, scaling=(("DiT-Tiny/4", 7), ("DiT-Tiny/4", 4), ("DiT-Mini/4", 7),
                                                  ("DiT-Mini/4", 4)), n_samples=300, sample_steps=50),
-        unet=UNetChapterConfig(unet="UNet-S", T=200, batch=64, steps=100_000, max_seconds=75.0, eval_images=1000,
+        unet=UNetChapterConfig(unet="UNet-S", T=200, batch=64, steps=800, eval_images=1000,
                                n_samples=500, sample_steps=50),
         guidance=GuidanceChapterConfig(unet="UNet-S", T=200, batch=64, steps=100_000, max_seconds=150.0, ae_steps=600,
                                        ae_width=32, clip_steps=400, text_steps=100_000, text_max_seconds=90.0,
@@ -372,7 +373,7 @@ _PROFILES: dict[str, Profile] = {
         dit=DiTChapterConfig(steps=3000, batch=128, T=1000, lr=1e-3, ema_decay=0.999,
                              scaling=(("DiT-Mini/4", 7), ("DiT-Mini/4", 4), ("DiT-Mini/4", 2), ("DiT-S/4", 4)),
                              n_samples=1000, sample_steps=50),
-        unet=UNetChapterConfig(dataset="mnist", unet="UNet-L", T=1000, batch=128, steps=100_000, max_seconds=180.0,
+        unet=UNetChapterConfig(dataset="mnist", unet="UNet-L", T=1000, batch=128, steps=3000,
                                lr=1e-3, warmup=200, ema_decay=0.999, eval_images=2000, n_samples=1000, sample_steps=50),
         guidance=GuidanceChapterConfig(dataset="mnist", unet="UNet-L", T=1000, batch=128, steps=100_000,
                                        max_seconds=300.0, lr=1e-3, warmup=200, ema_decay=0.999, ae_steps=3000,
