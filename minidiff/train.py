@@ -73,6 +73,7 @@ class TrainConfig:
     keep: int = 2
     resume: bool = True
     log_every: int = 10
+    eval_every: int | None = None   # with train(..., evaluate=fn): call fn every this many steps (and at the end)
     seed: int = 0
     progress: bool = True
     desc: str = "training"
@@ -96,6 +97,9 @@ class TrainConfig:
             raise ValueError(f"max_seconds must be positive or None, got {self.max_seconds}")
         if self.ckpt_every <= 0 or self.keep <= 0 or self.log_every <= 0:
             raise ValueError("ckpt_every, keep and log_every must be positive")
+        if self.eval_every is not None and (isinstance(self.eval_every, bool) or not isinstance(self.eval_every, int)
+                                            or self.eval_every <= 0):
+            raise ValueError(f"eval_every must be a positive int or None, got {self.eval_every!r}")
 
 
 @dataclass
@@ -268,11 +272,15 @@ def _amp_settings(amp: str, device: torch.device):
 
 
 def train(model: nn.Module, loss_fn: Callable[[nn.Module, object], torch.Tensor], batches: Iterator, cfg: TrainConfig,
-          optimizer: torch.optim.Optimizer | None = None, callback: Callable[[int, float], None] | None = None) -> TrainResult:
+          optimizer: torch.optim.Optimizer | None = None, callback: Callable[[int, float], None] | None = None,
+          evaluate: Callable[[int, nn.Module], dict] | None = None) -> TrainResult:
     """Train ``model`` by minimising ``loss_fn(model, batch)`` over batches drawn from ``batches``.
 
     ``batches`` is an iterator (e.g. :class:`minidiff.data.TensorSampler`); if it has ``state_dict`` /
     ``load_state_dict`` its position is checkpointed too. ``callback(step, loss)`` is called after each step.
+    ``evaluate(step, model)`` is called with the EMA model (in eval mode) every ``cfg.eval_every`` steps and at the
+    end; its dict goes into ``history["eval"]`` with the step and the training time, which (like ``max_seconds``)
+    does not count the time spent evaluating, so curves against wall time show training time.
     See the module docstring for checkpointing, resume and the nan guard.
     """
     if not isinstance(model, nn.Module):
@@ -319,7 +327,7 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, object], torch.Tensor]
             "model": model.state_dict(), "ema": ema.state_dict() if ema else None, "optimizer": optimizer.state_dict(),
             "scaler": scaler.state_dict() if scaler else None, "step": step, "history": history, "rng": _rng_state(),
             "sampler": batches.state_dict() if hasattr(batches, "state_dict") else None,
-            "elapsed": elapsed_before + (time.perf_counter() - t_start), "config": _plain(asdict(cfg)),
+            "elapsed": elapsed(), "config": _plain(asdict(cfg)),
         }
 
     def write_checkpoint():
@@ -329,6 +337,30 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, object], torch.Tensor]
             with contextlib.suppress(OSError):
                 old.unlink()
 
+    if evaluate is not None and cfg.eval_every is None:
+        raise ValueError("evaluate needs cfg.eval_every (how many steps between evaluations)")
+    if evaluate is not None:
+        history.setdefault("eval", [])
+    paused = 0.0   # seconds spent evaluating: not training time
+
+    def elapsed() -> float:
+        return elapsed_before + time.perf_counter() - t_start - paused
+
+    def run_eval():
+        nonlocal paused
+        t0 = time.perf_counter()
+        target = ema.model if ema is not None else model
+        was = target.training
+        target.eval()
+        with torch.no_grad():
+            res = evaluate(step, target)
+        target.train(was)
+        model.train()
+        if not isinstance(res, dict):
+            raise TypeError(f"evaluate must return a dict of numbers, got {type(res).__name__}")
+        history["eval"].append({"step": step, "time": elapsed(), **{k: float(v) for k, v in res.items()}})
+        paused += time.perf_counter() - t0
+
     model.train()
     t_start = time.perf_counter()
     stopped = "steps"
@@ -337,7 +369,7 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, object], torch.Tensor]
                dynamic_ncols=True, leave=True)
     try:
         while step < cfg.steps:
-            if cfg.max_seconds is not None and time.perf_counter() - t_start >= cfg.max_seconds:
+            if cfg.max_seconds is not None and time.perf_counter() - t_start - paused >= cfg.max_seconds:
                 stopped = "time"
                 break
             lr = lr_at(step, cfg)
@@ -377,20 +409,24 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, object], torch.Tensor]
                 history["step"].append(step)
                 history["loss"].append(loss_value)
                 history["lr"].append(lr)
-                history["time"].append(elapsed_before + time.perf_counter() - t_start)
+                history["time"].append(elapsed())
                 bar.set_postfix(loss=f"{running:.4f}", lr=f"{lr:.2e}", refresh=False)
             bar.update(1)
             if callback is not None:
                 callback(step, loss_value)
+            if evaluate is not None and step % cfg.eval_every == 0:
+                run_eval()
             if ckpt_dir is not None and step % cfg.ckpt_every == 0 and step < cfg.steps:
                 write_checkpoint()
+        if evaluate is not None and (not history["eval"] or history["eval"][-1]["step"] != step):
+            run_eval()
     finally:
         bar.close()
     if ckpt_dir is not None and (last_ckpt is None or not last_ckpt.name.endswith(f"{step:08d}.pt")):
         write_checkpoint()
     model.eval()
     return TrainResult(model=model, ema=ema.model if ema else model, history=history, step=step, stopped=stopped,
-                       seconds=elapsed_before + time.perf_counter() - t_start, checkpoint=last_ckpt,
+                       seconds=elapsed(), checkpoint=last_ckpt,
                        resumed_from=resumed_from)
 
 

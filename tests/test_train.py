@@ -184,3 +184,33 @@ def test_bad_arguments():
         train(lambda x: x, loss_fn, sampler, cfg())
     with pytest.raises(TypeError, match="scalar tensor"):
         train(model, lambda m, x: m(x, torch.zeros(len(x), dtype=torch.long)), sampler, cfg())
+
+
+def test_evaluate_hook_every_n_steps_with_the_ema_and_without_its_time():
+    from minidiff.data import TensorSampler
+    from minidiff.train import train
+    import time as _time
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(2, 1)
+    xs = torch.randn(256, 2)
+    calls = []
+
+    def evaluate(step, m):
+        calls.append((step, m.training, m is not model))
+        _time.sleep(0.3)                     # evaluation time must not count as training time
+        return {"w0": m.weight[0, 0].item()}
+
+    t0 = _time.perf_counter()
+    run = train(model, lambda m, x: (m(x) - x.sum(1, keepdim=True)).pow(2).mean(), TensorSampler(xs, batch_size=32),
+                TrainConfig(steps=25, lr=1e-2, ema_decay=0.9, eval_every=10, progress=False), evaluate=evaluate)
+    wall = _time.perf_counter() - t0
+    assert [c[0] for c in calls] == [10, 20, 25]
+    assert all(not training and is_ema for _, training, is_ema in calls)
+    ev = run.history["eval"]
+    assert [e["step"] for e in ev] == [10, 20, 25] and ev[-1]["w0"] == pytest.approx(run.ema.weight[0, 0].item())
+    assert run.seconds < wall - 0.85             # three 0.3 s evaluations are not training time
+    assert model.training is False               # train() leaves the model in eval mode, as before
+    with pytest.raises(ValueError, match="eval_every"):
+        train(model, lambda m, x: m(x).mean(), TensorSampler(xs, batch_size=32), TrainConfig(steps=1, progress=False),
+              evaluate=evaluate)

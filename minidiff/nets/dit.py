@@ -217,6 +217,7 @@ class DiTConfig:
     num_classes: int | None = None
     class_dropout: float = 0.1
     conditioning: str = "adaln-zero"
+    cond_dim: int | None = None          # condition on a vector y (B, cond_dim) instead of a label; zeros = none
 
 
 # Named configurations: tiny ones that train on a CPU, and the paper's S/B shapes (hidden, depth, heads).
@@ -257,7 +258,11 @@ class DiT(nn.Module):
         self.x_embed = nn.Linear(p * p * cfg.in_channels, d)
         self.register_buffer("pos_embed", sincos_pos_embed(d, self.grid)[None], persistent=False)
         self.t_embed = TimestepEmbedder(d, freq_dim=256 if d >= 256 else 64)
+        if cfg.num_classes and cfg.cond_dim:
+            raise ValueError("give num_classes (labels) or cond_dim (vectors), not both")
         self.y_embed = LabelEmbedder(cfg.num_classes, d, cfg.class_dropout) if cfg.num_classes else None
+        # a condition vector (e.g. self-supervised features, chapter 11) enters like the label embedding
+        self.c_embed = nn.Sequential(nn.Linear(cfg.cond_dim, d), nn.SiLU(), nn.Linear(d, d)) if cfg.cond_dim else None
         if cfg.conditioning not in CONDITIONINGS:
             raise ValueError(f"conditioning must be one of {CONDITIONINGS}, got {cfg.conditioning!r}")
         self.blocks = nn.ModuleList(DiTBlock(d, cfg.heads, cfg.mlp_ratio, cfg.conditioning) for _ in range(cfg.depth))
@@ -269,32 +274,49 @@ class DiT(nn.Module):
     def num_tokens(self) -> int:
         return self.grid * self.grid
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None,
+                return_hidden: int | None = None):
+        """The prediction for ``x`` at steps ``t``; with ``return_hidden=k`` also the image tokens after block ``k``
+        (B, T, d), the hidden state that representation alignment (REPA, chapter 11) reads."""
         cfg = self.cfg
         if x.ndim != 4 or x.shape[1:] != (cfg.in_channels, cfg.input_size, cfg.input_size):
             raise ValueError(f"x must have shape (B, {cfg.in_channels}, {cfg.input_size}, {cfg.input_size}), "
                              f"got {tuple(x.shape)}")
         if t.shape != (x.shape[0],):
             raise ValueError(f"t must have shape ({x.shape[0]},) to match the batch, got {tuple(t.shape)}")
+        if return_hidden is not None and not 1 <= return_hidden <= cfg.depth:
+            raise ValueError(f"return_hidden must be a block index in 1..{cfg.depth}, got {return_hidden}")
         h = self.x_embed(patchify(x, cfg.patch)) + self.pos_embed
         t_emb = self.t_embed(t)
         if self.y_embed is not None:
             if y is None:
                 y = torch.full((x.shape[0],), cfg.num_classes, dtype=torch.long, device=x.device)
             y_emb = self.y_embed(y)
+        elif self.c_embed is not None:
+            if y is None:
+                y = torch.zeros(x.shape[0], cfg.cond_dim, device=x.device, dtype=x.dtype)
+            if not y.is_floating_point() or y.shape != (x.shape[0], cfg.cond_dim):
+                raise ValueError(f"condition y must be a float tensor ({x.shape[0]}, {cfg.cond_dim}), "
+                                 f"got {y.dtype} {tuple(y.shape)}")
+            y_emb = self.c_embed(y)
         elif y is not None:
-            raise ValueError("this DiT was built without num_classes, so it takes no labels y")
+            raise ValueError("this DiT was built without num_classes or cond_dim, so it takes no condition y")
         else:
             y_emb = torch.zeros_like(t_emb)
         c = t_emb + y_emb
         ctx = torch.stack([t_emb, y_emb], dim=1)             # (B, 2, d): tokens for in-context / cross-attention
-        if cfg.conditioning == "in-context":
+        n_ctx = 2 if cfg.conditioning == "in-context" else 0
+        if n_ctx:
             h = torch.cat([ctx, h], dim=1)
-        for blk in self.blocks:
+        hidden = None
+        for i, blk in enumerate(self.blocks):
             h = blk(h, c, ctx)
-        if cfg.conditioning == "in-context":
-            h = h[:, 2:]
-        return unpatchify(self.final(h, c), cfg.patch, cfg.in_channels, cfg.input_size, cfg.input_size)
+            if return_hidden == i + 1:
+                hidden = h[:, n_ctx:]
+        if n_ctx:
+            h = h[:, n_ctx:]
+        out = unpatchify(self.final(h, c), cfg.patch, cfg.in_channels, cfg.input_size, cfg.input_size)
+        return (out, hidden) if return_hidden is not None else out
 
 
 def dit_flops(cfg: DiTConfig) -> int:

@@ -1,0 +1,214 @@
+r"""Self-supervised representations meet diffusion (chapter 11): three ways to let an encoder trained without
+labels (chapter 02) help a diffusion model.
+
+1. **Representation conditioning** (Li et al. 2023, "RCG"). The denoiser is conditioned on the frozen
+   self-supervised representation :math:`r = f(x_0)` of its own training image (dropped to the null vector with
+   probability :math:`p_\text{uncond}`, for guidance). To generate without any input, a small diffusion model over
+   representations samples :math:`r` first, then the image model samples :math:`x \mid r`:
+   :math:`p(x) = \int p(x \mid r)\, p(r)\, dr`. (Code: ``DiTConfig(cond_dim=...)``, :meth:`FrozenEncoder.pooled`,
+   :func:`minidiff.diffusion.ddpm.train_ddpm`, a :class:`minidiff.nets.TimeMLP` over representations.)
+2. **Representation alignment** (Yu et al. 2024, "REPA", sec. 3.3). A projection :math:`h_\phi` of the DiT's hidden
+   tokens after block :math:`k` is pulled towards the frozen encoder's features :math:`y^*_n` of the *clean* image at
+   the same positions:
+
+   .. math:: \mathcal L = \mathcal L_\text{simple} + \lambda\,\mathcal L_\text{align},\qquad
+             \mathcal L_\text{align} = -\,\mathbb E\Big[\frac1N \sum_{n=1}^{N} \mathrm{sim}\big(y^*_n,\;
+             h_\phi(h^{(k)}_{t,n})\big)\Big],
+
+   with :math:`\mathrm{sim}` the cosine similarity (:func:`alignment_loss`, :class:`REPA`).
+3. **Multi-task training**: the DiT's patch embedding and first :math:`k` blocks double as the encoder of a SimCLR
+   loss on two augmented views of the clean image, and the two losses are added with a weight that changes over
+   training, :math:`\mathcal L = \mathcal L_\text{simple} + w(s)\,\mathcal L_\text{NT-Xent}` (:class:`MultiTaskDiT`,
+   :class:`LossWeightSchedule`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._checks import check_images, check_tensor
+from .diffusion.ddpm import q_sample, target_for
+from .diffusion.schedules import NoiseSchedule
+from .nets.dit import DiT, patchify
+from .ssl.simclr import nt_xent
+
+
+class FrozenEncoder(nn.Module):
+    """A self-supervised encoder (a :class:`minidiff.nets.ConvNet` or ResNet) whose weights never change: its
+    parameters are frozen and it stays in eval mode (BatchNorm uses its running statistics) even inside a model
+    that is being trained, and it runs without building a graph.
+
+    - :meth:`pooled` ``(B, F)``: global features, unit-normalised and scaled by :math:`\\sqrt F` (entries of
+      about unit size), the condition of representation conditioning;
+    - :meth:`spatial` ``(B, g*g, F)``: the stage-``depth`` feature map average-pooled to a ``g x g`` grid, in the
+      row-major token order of :func:`minidiff.nets.dit.patchify`, the targets of REPA."""
+
+    def __init__(self, encoder: nn.Module, depth: int | None = None):
+        super().__init__()
+        if not hasattr(encoder, "stages") or not hasattr(encoder, "widths"):
+            raise TypeError(f"encoder must be a staged encoder (ConvNet / ResNet from minidiff.nets), got "
+                            f"{type(encoder).__name__}")
+        self.encoder = encoder
+        self.depth = len(encoder.stages) if depth is None else depth
+        if not 1 <= self.depth <= len(encoder.stages):
+            raise ValueError(f"depth must be in 1..{len(encoder.stages)}, got {depth}")
+        self.dim = encoder.widths[self.depth - 1]
+        for p in self.encoder.parameters():
+            p.requires_grad_(False)
+        self.encoder.eval()
+
+    def train(self, mode: bool = True):
+        return super().train(False)       # never leaves eval mode
+
+    @torch.no_grad()
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        check_images(x, "x", channels=self.encoder.in_channels)
+        h = self.encoder.stem(x)
+        for stage in self.encoder.stages[:self.depth]:
+            h = stage(h)
+        return h
+
+    @torch.no_grad()
+    def pooled(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.feature_map(x).mean((2, 3)), dim=1) * math.sqrt(self.dim)
+
+    @torch.no_grad()
+    def spatial(self, x: torch.Tensor, grid: int) -> torch.Tensor:
+        fmap = F.adaptive_avg_pool2d(self.feature_map(x), grid)
+        return fmap.flatten(2).transpose(1, 2)
+
+
+def projector(in_dim: int, out_dim: int, hidden: int | None = None) -> nn.Module:
+    """REPA's projector :math:`h_\\phi`: a three-layer MLP with SiLU, applied to every token."""
+    hidden = hidden or 2 * max(in_dim, out_dim)
+    return nn.Sequential(nn.Linear(in_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
+                         nn.Linear(hidden, out_dim))
+
+
+def alignment_loss(hidden: torch.Tensor, target: torch.Tensor, proj: nn.Module) -> torch.Tensor:
+    """:math:`-\\frac{1}{BN}\\sum_{b,n} \\cos\\big(h_\\phi(h_{b,n}), y^*_{b,n}\\big)` for hidden tokens ``hidden``
+    (B, N, d) and targets ``target`` (B, N, F) (module docstring, item 2). Lies in [-1, 1]; -1 is perfect
+    alignment."""
+    check_tensor(hidden, "hidden", ndim=3, floating=True)
+    check_tensor(target, "target", ndim=3, floating=True)
+    if hidden.shape[:2] != target.shape[:2]:
+        raise ValueError(f"hidden (B, N, d) and target (B, N, F) must agree in B and N, got {tuple(hidden.shape)} "
+                         f"and {tuple(target.shape)}")
+    return -F.cosine_similarity(proj(hidden), target.detach(), dim=-1).mean()
+
+
+@dataclass(frozen=True)
+class LossWeightSchedule:
+    """A loss weight that moves from ``start`` (step 0) to ``end`` (step ``steps`` and after): ``"constant"`` (always
+    ``start``), ``"linear"``, or ``"cosine"`` (:math:`w = e + (s - e)\\,\\tfrac12(1 + \\cos \\pi p)`, p = step/steps)."""
+
+    start: float
+    end: float | None = None
+    steps: int = 1
+    kind: str = "linear"
+
+    def __post_init__(self):
+        if self.kind not in ("constant", "linear", "cosine"):
+            raise ValueError(f"kind must be 'constant', 'linear' or 'cosine', got {self.kind!r}")
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
+            raise ValueError(f"steps must be a positive int, got {self.steps!r}")
+        if not math.isfinite(self.start) or (self.end is not None and not math.isfinite(self.end)):
+            raise ValueError(f"weights must be finite, got start={self.start}, end={self.end}")
+
+    def __call__(self, step: int) -> float:
+        end = self.start if self.end is None else self.end
+        if self.kind == "constant":
+            return float(self.start)
+        p = min(max(step / self.steps, 0.0), 1.0)
+        if self.kind == "linear":
+            return float(self.start + (end - self.start) * p)
+        return float(end + (self.start - end) * 0.5 * (1 + math.cos(math.pi * p)))
+
+
+def _noisy(schedule: NoiseSchedule, x0: torch.Tensor, prediction: str):
+    t = torch.randint(0, schedule.T, (x0.shape[0],), device=x0.device)
+    noise = torch.randn_like(x0)
+    return q_sample(schedule, x0, t, noise), t, target_for(prediction, schedule, x0, noise, t)
+
+
+class REPA(nn.Module):
+    """A DiT trained with representation alignment. ``forward`` is the DiT's (samplers see a plain denoiser);
+    :meth:`loss` is :math:`\\mathcal L_\\text{simple} + \\lambda \\mathcal L_\\text{align}` with the hidden tokens after
+    block ``depth`` projected onto the frozen encoder's features of the clean image. The components of the last call
+    are in ``last`` (for plots)."""
+
+    def __init__(self, dit: DiT, encoder: FrozenEncoder, depth: int, lam: float = 0.5, proj_hidden: int | None = None):
+        super().__init__()
+        if not isinstance(encoder, FrozenEncoder):
+            raise TypeError(f"encoder must be a FrozenEncoder, got {type(encoder).__name__}")
+        if not 1 <= depth <= dit.cfg.depth:
+            raise ValueError(f"alignment depth must be a block index in 1..{dit.cfg.depth}, got {depth}")
+        if lam < 0:
+            raise ValueError(f"lam must be >= 0, got {lam}")
+        self.dit, self.encoder, self.depth, self.lam = dit, encoder, depth, lam
+        self.proj = projector(dit.cfg.hidden, encoder.dim, proj_hidden)
+        self.last: dict = {}
+
+    def forward(self, x, t, y=None):
+        return self.dit(x, t, y)
+
+    def loss(self, x0: torch.Tensor, schedule: NoiseSchedule, y: torch.Tensor | None = None,
+             prediction: str = "eps") -> torch.Tensor:
+        x_t, t, target = _noisy(schedule, x0, prediction)
+        out, hidden = self.dit(x_t, t, y, return_hidden=self.depth)
+        diffusion = F.mse_loss(out.float(), target.float())
+        align = alignment_loss(hidden.float(), self.encoder.spatial(x0, self.dit.grid), self.proj)
+        self.last = {"diffusion": float(diffusion.detach()), "align": float(align.detach())}
+        return diffusion + self.lam * align
+
+
+class MultiTaskDiT(nn.Module):
+    """A DiT whose patch embedding and first ``depth`` blocks also learn a SimCLR objective. The SSL features of an
+    image are its tokens after block ``depth`` at :math:`t = 0` (no noise), averaged over tokens; a projection head
+    maps them to the NT-Xent space. :meth:`loss` adds :math:`w(s)\\,\\mathcal L_\\text{NT-Xent}` of two views made by
+    ``augment`` to the diffusion loss, with :math:`s` the number of calls so far (a buffer, so it is checkpointed)."""
+
+    def __init__(self, dit: DiT, depth: int, weight: LossWeightSchedule, augment, proj_dim: int = 64,
+                 temperature: float = 0.5):
+        super().__init__()
+        if not 1 <= depth <= dit.cfg.depth:
+            raise ValueError(f"shared depth must be a block index in 1..{dit.cfg.depth}, got {depth}")
+        if not isinstance(weight, LossWeightSchedule):
+            raise TypeError(f"weight must be a LossWeightSchedule, got {type(weight).__name__}")
+        self.dit, self.depth, self.weight, self.augment, self.temperature = dit, depth, weight, augment, temperature
+        d = dit.cfg.hidden
+        self.head = nn.Sequential(nn.Linear(d, d), nn.BatchNorm1d(d), nn.ReLU(), nn.Linear(d, proj_dim))
+        self.register_buffer("step", torch.zeros((), dtype=torch.long))
+        self.last: dict = {}
+
+    def forward(self, x, t, y=None):
+        return self.dit(x, t, y)
+
+    def ssl_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Mean token after block ``depth`` of the clean image (t = 0): the shared encoder's output."""
+        dit = self.dit
+        h = dit.x_embed(patchify(x, dit.cfg.patch)) + dit.pos_embed
+        c = dit.t_embed(torch.zeros(x.shape[0], dtype=torch.long, device=x.device))
+        ctx = torch.stack([c, torch.zeros_like(c)], dim=1)
+        for blk in dit.blocks[:self.depth]:
+            h = blk(h, c, ctx)
+        return h.mean(1)
+
+    def loss(self, x0: torch.Tensor, schedule: NoiseSchedule, y: torch.Tensor | None = None,
+             prediction: str = "eps") -> torch.Tensor:
+        x_t, t, target = _noisy(schedule, x0, prediction)
+        diffusion = F.mse_loss(self.dit(x_t, t, y).float(), target.float())
+        w = self.weight(int(self.step))
+        self.step += 1
+        if w == 0:
+            self.last = {"diffusion": float(diffusion.detach()), "ssl": float("nan"), "weight": 0.0}
+            return diffusion
+        v1, v2 = self.augment(x0), self.augment(x0)
+        ssl = nt_xent(self.head(self.ssl_features(v1)), self.head(self.ssl_features(v2)), self.temperature)
+        self.last = {"diffusion": float(diffusion.detach()), "ssl": float(ssl.detach()), "weight": w}
+        return diffusion + w * ssl
