@@ -246,6 +246,45 @@ class GuidanceChapterConfig:
 
 
 @dataclass(frozen=True)
+class SSLDiffusionConfig:
+    """Sizes for chapter 11: a DiT (``dit`` with patch ``patch``) trained for ``steps`` by five recipes, each over the
+    ``seeds``, with the feature FID of ``n_eval`` DDIM samples every ``eval_every`` steps. The frozen encoder is a
+    SimCLR ConvNet of width ``ssl_width`` trained ``ssl_steps``; the representation diffusion model (RCG) is an MLP
+    trained ``rdm_steps``; REPA aligns block ``repa_depth`` with weight ``repa_lambda``; the multi-task runs share
+    ``mt_depth`` blocks with an SSL weight going from ``mt_weight_start`` to ``mt_weight_end`` (or fixed at
+    ``mt_fixed_weight``)."""
+
+    dataset: str = "mnist5k"
+    T: int = 50
+    schedule: str = "cosine"
+    dit: str = "DiT-Tiny/4"
+    patch: int = 7
+    batch: int = 64
+    steps: int = 300
+    lr: float = 1e-3
+    warmup: int = 20
+    ema_decay: float = 0.99
+    eval_every: int = 100
+    n_eval: int = 100
+    sample_steps: int = 20
+    seeds: tuple[int, ...] = (0,)
+    ssl_width: int = 16
+    ssl_batch: int = 256
+    ssl_steps: int = 60
+    aug_strength: float = 0.5
+    p_uncond: float = 0.1
+    rdm_hidden: int = 128
+    rdm_depth: int = 3
+    rdm_steps: int = 400
+    repa_depth: int = 1
+    repa_lambda: float = 0.5
+    mt_depth: int = 1
+    mt_weight_start: float = 1.0
+    mt_weight_end: float = 0.05
+    mt_fixed_weight: float = 0.5
+
+
+@dataclass(frozen=True)
 class Profile:
     """All sizes for one budget. Immutable: use :func:`dataclasses.replace` to experiment."""
 
@@ -262,6 +301,7 @@ class Profile:
     dit: DiTChapterConfig = field(default_factory=DiTChapterConfig)
     unet: UNetChapterConfig = field(default_factory=UNetChapterConfig)
     guidance: GuidanceChapterConfig = field(default_factory=GuidanceChapterConfig)
+    ssl_diffusion: SSLDiffusionConfig = field(default_factory=SSLDiffusionConfig)
     # expected runtime of each chapter in this profile, for the banner
     runtimes: Mapping[str, str] = field(default_factory=dict)
     # max time (s) a chapter may take in this profile; checked by the notebook tests
@@ -299,12 +339,15 @@ _PROFILES: dict[str, Profile] = {
         guidance=GuidanceChapterConfig(unet="UNet-XS", T=50, batch=64, steps=350, ae_steps=100, clip_steps=120,
                                        text_steps=100, compare_seconds=4.0, scales=(0.0, 1.0, 3.0, 6.0),
                                        n_samples=150),
+        ssl_diffusion=SSLDiffusionConfig(steps=160, eval_every=80, n_eval=64, seeds=(0,), ssl_steps=40,
+                                         ssl_batch=128, rdm_steps=300),
         runtimes={"01_rotation": "about 40 s on 2 CPU cores", "02_contrastive": "about 45 s on 2 CPU cores",
                   "03_vae": "about 30 s on 2 CPU cores", "04_ddpm": "about 50 s on 2 CPU cores",
                   "05_sampling": "about 40 s on 2 CPU cores", "06_score_matching": "about 15 s on 2 CPU cores",
                   "07_sde": "about 30 s on 2 CPU cores",
                   "08_unet": "about 50 s on 2 CPU cores", "09_dit": "about 40 s on 2 CPU cores",
-                  "10_latent_and_guidance": "about 50 s on 2 CPU cores"},
+                  "10_latent_and_guidance": "about 50 s on 2 CPU cores",
+                  "11_ssl_meets_diffusion": "about 50 s on 2 CPU cores"},
         chapter_budget_s=60.0,
     ),
     "cpu": Profile(
@@ -332,17 +375,20 @@ _PROFILES: dict[str, Profile] = {
                                 likelihood_images=100, likelihood_steps=50, toy_steps=2000, toy_hidden=128),
         dit=DiTChapterConfig(steps=600, scaling=(("DiT-Tiny/4", 7), ("DiT-Tiny/4", 4), ("DiT-Mini/4", 7),
                                                  ("DiT-Mini/4", 4)), n_samples=300, sample_steps=50),
-        unet=UNetChapterConfig(unet="UNet-S", T=200, batch=64, steps=800, eval_images=1000,
-                               n_samples=500, sample_steps=50),
-        guidance=GuidanceChapterConfig(unet="UNet-S", T=200, batch=64, steps=100_000, max_seconds=150.0, ae_steps=600,
-                                       ae_width=32, clip_steps=400, text_steps=100_000, text_max_seconds=90.0,
-                                       n_samples=500, sample_steps=50),
+        unet=UNetChapterConfig(unet="UNet-S", T=200, batch=64, steps=500, eval_images=500,
+                               n_samples=300, sample_steps=25),
+        guidance=GuidanceChapterConfig(unet="UNet-S", T=200, batch=64, steps=100_000, max_seconds=120.0, ae_steps=600,
+                                       ae_width=32, clip_steps=400, text_steps=100_000, text_max_seconds=60.0,
+                                       n_samples=300, sample_steps=25),
+        ssl_diffusion=SSLDiffusionConfig(steps=1200, eval_every=300, n_eval=200, seeds=(0, 1, 2), ssl_steps=200,
+                                         rdm_steps=2000),
         runtimes={"01_rotation": "about 4.5 min on 2 CPU cores", "02_contrastive": "about 7 min on 2 CPU cores",
                   "03_vae": "about 5.5 min on 2 CPU cores", "04_ddpm": "about 8 min on 2 CPU cores",
                   "05_sampling": "about 8 min on 2 CPU cores", "06_score_matching": "about 1 min on 2 CPU cores",
                   "07_sde": "about 5.5 min on 2 CPU cores",
                   "08_unet": "about 6 min on 2 CPU cores", "09_dit": "about 3.5 min on 2 CPU cores",
-                  "10_latent_and_guidance": "about 8.5 min on 2 CPU cores"},
+                  "10_latent_and_guidance": "about 8.5 min on 2 CPU cores",
+                  "11_ssl_meets_diffusion": "about 9 min on 2 CPU cores"},
         chapter_budget_s=600.0,
     ),
     "gpu": Profile(
@@ -379,12 +425,16 @@ _PROFILES: dict[str, Profile] = {
                                        max_seconds=300.0, lr=1e-3, warmup=200, ema_decay=0.999, ae_steps=3000,
                                        ae_width=64, latent_base_channels=128, clip_steps=2000, clip_batch=256,
                                        text_steps=100_000, text_max_seconds=240.0, n_samples=1000, sample_steps=50),
+        ssl_diffusion=SSLDiffusionConfig(dataset="mnist", T=1000, dit="DiT-Mini/4", patch=4, batch=128, steps=4000,
+                                         eval_every=500, n_eval=1000, sample_steps=50, seeds=(0, 1, 2), ssl_width=32,
+                                         ssl_batch=512, ssl_steps=2000, rdm_steps=5000, repa_depth=2, mt_depth=2),
         runtimes={"01_rotation": "about 12 min on a Colab T4", "02_contrastive": "about 17 min on a Colab T4",
                   "03_vae": "about 9 min on a Colab T4", "04_ddpm": "about 15 min on a Colab T4",
                   "05_sampling": "about 18 min on a Colab T4", "06_score_matching": "about 1 min on a Colab T4",
                   "07_sde": "about 18 min on a Colab T4",
                   "08_unet": "about 14 min on a Colab T4 (estimate)", "09_dit": "about 15 min on a Colab T4",
-                  "10_latent_and_guidance": "about 18 min on a Colab T4 (estimate)"},
+                  "10_latent_and_guidance": "about 18 min on a Colab T4 (estimate)",
+                  "11_ssl_meets_diffusion": "about 20 min on a Colab T4 (estimate)"},
         chapter_budget_s=1200.0,
     ),
 }

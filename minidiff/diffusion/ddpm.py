@@ -221,12 +221,14 @@ def loss_by_timestep(model: Callable, schedule: NoiseSchedule, x0: torch.Tensor,
 
 
 def train_ddpm(model, schedule: NoiseSchedule, x: torch.Tensor, y: torch.Tensor | None = None, *, cfg,
-               batch_size: int, prediction: str = "eps", p_uncond: float = 0.0, null=None, seed: int = 0):
+               batch_size: int, prediction: str = "eps", p_uncond: float = 0.0, null=None, seed: int = 0,
+               evaluate=None):
     r"""Fit a denoiser with the eq. 14 objective on the data ``x`` (on the model's device), optionally conditioned on
     ``y``: int64 labels (null label ``null``, default ``model.num_classes``) or float vectors (null vector ``null``,
     default zeros). With ``p_uncond > 0`` each condition is replaced by the null one with that probability, so one
     network learns both :math:`\epsilon(x_t, y)` and :math:`\epsilon(x_t, \varnothing)` for classifier-free guidance.
-    ``cfg`` is a :class:`minidiff.train.TrainConfig`; returns its :class:`~minidiff.train.TrainResult`.
+    ``cfg`` is a :class:`minidiff.train.TrainConfig`; returns its :class:`~minidiff.train.TrainResult`. ``evaluate``
+    is passed on to :func:`minidiff.train.train` (called every ``cfg.eval_every`` steps with the EMA model).
 
     This is the loop of chapters 04, 08, 10 and 11 in one call::
 
@@ -263,4 +265,4 @@ def train_ddpm(model, schedule: NoiseSchedule, x: torch.Tensor, y: torch.Tensor 
 
     batches = TensorSampler(x, batch_size=batch_size, seed=seed) if y is None else \
         TensorSampler(x, y, batch_size=batch_size, seed=seed)
-    return train(model, loss, batches, cfg)
+    return train(model, loss, batches, cfg, evaluate=evaluate)
