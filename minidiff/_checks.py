@@ -57,3 +57,13 @@ def check_timesteps(t, batch: int, T: int, name: str = "t") -> torch.Tensor:
 def check_same_shape(a: torch.Tensor, b: torch.Tensor, name_a: str, name_b: str) -> None:
     if a.shape != b.shape:
         raise ValueError(f"{name_a} and {name_b} must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+
+
+def condition_vector(y, x: torch.Tensor, dim: int) -> torch.Tensor:
+    """A condition vector for a batch ``x``: ``y`` checked to be float (B, dim), or the null (zero) vector if None."""
+    if y is None:
+        return torch.zeros(x.shape[0], dim, device=x.device, dtype=x.dtype)
+    if not isinstance(y, torch.Tensor) or not y.is_floating_point() or y.shape != (x.shape[0], dim):
+        got = f"{y.dtype} {tuple(y.shape)}" if isinstance(y, torch.Tensor) else type(y).__name__
+        raise ValueError(f"condition y must be a float tensor ({x.shape[0]}, {dim}), got {got}")
+    return y

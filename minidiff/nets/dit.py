@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._checks import condition_vector
 from .embeddings import TimestepEmbedder, timestep_embedding
 
 
@@ -293,12 +294,7 @@ class DiT(nn.Module):
                 y = torch.full((x.shape[0],), cfg.num_classes, dtype=torch.long, device=x.device)
             y_emb = self.y_embed(y)
         elif self.c_embed is not None:
-            if y is None:
-                y = torch.zeros(x.shape[0], cfg.cond_dim, device=x.device, dtype=x.dtype)
-            if not y.is_floating_point() or y.shape != (x.shape[0], cfg.cond_dim):
-                raise ValueError(f"condition y must be a float tensor ({x.shape[0]}, {cfg.cond_dim}), "
-                                 f"got {y.dtype} {tuple(y.shape)}")
-            y_emb = self.c_embed(y)
+            y_emb = self.c_embed(condition_vector(y, x, cfg.cond_dim))
         elif y is not None:
             raise ValueError("this DiT was built without num_classes or cond_dim, so it takes no condition y")
         else:

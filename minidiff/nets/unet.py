@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._checks import condition_vector
 from .embeddings import TimestepEmbedder
 
 # Named sizes (keyword arguments of :class:`UNet`) used across the course; chapter 08 prints their parameter counts.
@@ -212,12 +213,7 @@ class UNet(nn.Module):
                 raise ValueError(f"labels y must be int64 of shape ({x.shape[0]},), got {y.dtype} {tuple(y.shape)}")
             emb = emb + self.label_embed(y)
         elif self.cond_proj is not None:
-            if y is None:
-                y = torch.zeros(x.shape[0], self.cond_dim, device=x.device, dtype=x.dtype)
-            if not y.is_floating_point() or y.shape != (x.shape[0], self.cond_dim):
-                raise ValueError(f"conditioning y must be a float tensor ({x.shape[0]}, {self.cond_dim}), "
-                                 f"got {y.dtype} {tuple(y.shape)}")
-            emb = emb + self.cond_proj(y)
+            emb = emb + self.cond_proj(condition_vector(y, x, self.cond_dim))
         elif y is not None:
             raise ValueError("this UNet was built without num_classes or cond_dim, so it takes no conditioning y")
         if self.patch > 1:  # space-to-depth: (B, C, H, W) -> (B, C*p*p, H/p, W/p)
