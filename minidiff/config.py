@@ -261,7 +261,7 @@ class SSLDiffusionConfig:
     patch: int = 7
     batch: int = 64
     steps: int = 300
-    lr: float = 1e-3
+    lr: float = 3e-3
     warmup: int = 20
     ema_decay: float = 0.99
     eval_every: int = 100
