@@ -388,7 +388,7 @@ _PROFILES: dict[str, Profile] = {
                   "07_sde": "about 5.5 min on 2 CPU cores",
                   "08_unet": "about 6.5 min on 2 CPU cores", "09_dit": "about 3.5 min on 2 CPU cores",
                   "10_latent_and_guidance": "about 7.5 min on 2 CPU cores",
-                  "11_ssl_meets_diffusion": "about 9 min on 2 CPU cores"},
+                  "11_ssl_meets_diffusion": "about 8.5 min on 2 CPU cores"},
         chapter_budget_s=600.0,
     ),
     "gpu": Profile(
