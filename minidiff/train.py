@@ -302,6 +302,10 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, object], torch.Tensor]
     ckpt_dir = Path(cfg.ckpt_dir) if cfg.ckpt_dir is not None else None
     last_ckpt: Path | None = None
 
+    if ckpt_dir is not None:   # half-written temp files of a run that was killed while saving
+        for stale in ckpt_dir.glob(".ckpt_*.tmp") if ckpt_dir.is_dir() else []:
+            with contextlib.suppress(OSError):
+                stale.unlink()
     if ckpt_dir is not None and cfg.resume:
         found = latest_checkpoint(ckpt_dir, map_location=device)
         if found is not None:

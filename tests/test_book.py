@@ -1,10 +1,6 @@
 """The book: table of contents, notebooks stored clean with the standard setup cell, and a real build."""
 
-import json
-import os
 import re
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -60,20 +56,6 @@ def test_repository_url_defined_once_and_used_by_setup_cells():
     url = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"]
     for nb_path in CHAPTERS:
         assert f'REPO_URL = "{url}"' in nbformat.read(nb_path, as_version=4).cells[1].source
-
-
-@pytest.fixture(scope="module")
-def built_book(tmp_path_factory):
-    """Build the book once (ci profile) with warnings turned into errors; yields the html folder."""
-    out = tmp_path_factory.mktemp("book")
-    env = dict(os.environ, MINIDIFF_PROFILE="ci", MINIDIFF_STATIC="1")
-    jb = Path(sys.executable).with_name("jupyter-book")
-    proc = subprocess.run([str(jb), "build", str(ROOT), "--path-output", str(out), "-W", "-n", "--keep-going"],
-                          env=env, capture_output=True, text=True, timeout=1500)
-    log = proc.stdout + proc.stderr
-    warnings = [l for l in log.splitlines() if "WARNING" in l and "Kernel is running over TCP" not in l]
-    assert proc.returncode == 0 and not warnings, "book build failed or warned:\n" + "\n".join(warnings or log.splitlines()[-40:])
-    return out / "_build" / "html"
 
 
 @pytest.mark.book

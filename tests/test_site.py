@@ -1,0 +1,94 @@
+"""The website in a real browser: every built page opened in headless Chromium (scripts/check_site.py).
+
+Skipped with a one-line reason when Chromium or Playwright is missing on a learner's machine; `.ci/run` installs
+Debian's chromium and sets MINIDIFF_REQUIRE_BROWSER=1, which turns a missing browser into a failure.
+Screenshots of two pages are written to test-artifacts/ (or $MINIDIFF_ARTIFACTS).
+"""
+
+import os
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+import check_site  # noqa: E402
+
+ARTIFACTS = Path(os.environ.get("MINIDIFF_ARTIFACTS", ROOT / "test-artifacts"))
+REPO_URL = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"]
+CHAPTERS = sorted(p.stem for p in (ROOT / "chapters").glob("*.ipynb"))
+
+
+def _browser_or_skip():
+    reason = None
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        reason = "Playwright is not installed (pip install playwright; no browser download needed)"
+    if reason is None and check_site.find_chromium() is None:
+        reason = "Chromium not found (apt-get install chromium, or set MINIDIFF_CHROMIUM)"
+    if reason:
+        if os.environ.get("MINIDIFF_REQUIRE_BROWSER", "") not in ("", "0"):
+            pytest.fail(f"site tests must run here (MINIDIFF_REQUIRE_BROWSER is set) but: {reason}")
+        pytest.skip(f"site tests skipped: {reason}")
+
+
+@pytest.mark.book
+def test_every_page_in_chromium(built_book):
+    _browser_or_skip()
+    shots = {"book/intro.html": ARTIFACTS / "site-intro.png", "chapters/04_ddpm.html": ARTIFACTS / "site-04_ddpm.png"}
+    reports = check_site.check_site(built_book, screenshots=shots, repo_url=REPO_URL)
+    problems = [f"{r.page}: {p}" for r in reports for p in r.problems]
+    assert not problems, "the website has problems a reader would see:\n" + "\n".join(problems)
+    by_page = {r.page: r for r in reports}
+    # every page was checked: the chapters, the front and back matter, index/search
+    for stem in CHAPTERS:
+        r = by_page[f"chapters/{stem}.html"]
+        assert r.n_images >= 4, f"{stem}: only {r.n_images} images on the page"
+        assert r.n_math >= 5, f"{stem}: only {r.n_math} typeset formulas"
+        assert r.n_links >= 15, f"{stem}: only {r.n_links} internal links (is the sidebar TOC there?)"
+    for page in ("index.html", "book/intro.html", "book/setup.html", "book/notation.html", "book/references.html"):
+        assert page in by_page
+    # the sidebar TOC of one chapter lists every chapter, and each entry resolved (checked above)
+    html = (built_book / "chapters" / "04_ddpm.html").read_text()
+    nav = html[html.index("bd-sidebar-primary"):html.index("bd-main")]
+    for stem in CHAPTERS:
+        assert f"{stem}.html" in nav, f"{stem} missing from the sidebar table of contents"
+    for png in shots.values():
+        assert png.exists() and png.stat().st_size > 10_000, f"screenshot {png} missing or empty"
+    print(f"\n{len(reports)} pages checked in Chromium, "
+          f"{sum(r.n_links for r in reports)} internal links, {sum(r.n_images for r in reports)} images, "
+          f"{sum(r.n_math for r in reports)} formulas; screenshots in {ARTIFACTS}")
+
+
+@pytest.mark.book
+def test_checker_fails_on_a_broken_page(built_book, tmp_path):
+    """Break one real page four ways (dead link, missing image, MathJax removed, a script error): each is caught."""
+    _browser_or_skip()
+    site = tmp_path / "html"
+    shutil.copytree(built_book, site)
+    page = site / "chapters" / "05_sampling.html"
+    html = page.read_text()
+    # 1. an internal link to a page that does not exist
+    html = html.replace('href="06_score_matching.html"', 'href="06_score_matchin.html"', 1)
+    # 2. an image whose file is gone
+    img = re.search(r'<img[^>]+src="([^"]+\.png)"', html).group(1)
+    (page.parent / img).unlink()
+    # 3. MathJax not loaded: the formulas stay raw TeX
+    html = re.sub(r'<script[^>]*tex-svg-full\.js[^>]*></script>', "", html)
+    # 4. a JavaScript error
+    html = html.replace("</body>", "<script>undefinedFunctionOfTheCourse();</script></body>")
+    page.write_text(html)
+    [rep] = check_site.check_site(site, pages=["chapters/05_sampling.html"], repo_url=REPO_URL)
+    text = "\n".join(rep.problems)
+    assert "broken link to chapters/06_score_matchin.html" in text
+    assert "image not loaded" in text and Path(img).name in text
+    assert "unrendered math" in text
+    assert "JavaScript error" in text and "undefinedFunctionOfTheCourse" in text
+    # the intact page next to it is still clean
+    [ok] = check_site.check_site(site, pages=["chapters/04_ddpm.html"], repo_url=REPO_URL)
+    assert not ok.problems, ok.problems
