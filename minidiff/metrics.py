@@ -80,6 +80,9 @@ def _images(x, name):
     check_images(x, name, channels=1, size=28)
     if not torch.isfinite(x).all():
         raise ValueError(f"{name} contains nan or inf")
+    if x.numel() and float(x.min()) >= 0 and float(x.max()) > 1.5:
+        raise ValueError(f"{name} looks like pixels in [0, {float(x.max()):.0f}], but the feature network expects images "
+                         f"in [-1, 1] (convert with x / 127.5 - 1 for [0, 255], or 2 * x - 1 for [0, 1])")
     return x
 
 

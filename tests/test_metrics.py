@@ -120,9 +120,9 @@ def test_class_agreement_by_hand(monkeypatch):
     pred = torch.tensor([0, 0, 1, 1, 2, 2, 2, 2])
     req = torch.tensor([0, 0, 0, 0, 2, 2, 2, 2])
     x = torch.zeros(8, 1, 28, 28)
-    x[:, 0, 0, 0] = pred.float()
+    x[:, 0, 0, 0] = pred.float() / 2 - 1      # images stay in [-1, 1]
     monkeypatch.setattr(metrics, "predict_proba",
-                        lambda x: torch.nn.functional.one_hot(x[:, 0, 0, 0].long(), 10).float() * 0.9 + 0.01)
+                        lambda x: torch.nn.functional.one_hot(((x[:, 0, 0, 0] + 1) * 2).round().long(), 10).float() * 0.9 + 0.01)
     out = metrics.class_agreement(x, req)
     assert out["accuracy"] == pytest.approx(6 / 8)
     # requested 0: predictions {0, 0, 1, 1} -> entropy log 2; requested 2: all 2 -> 0; mean = log(2) / 2

@@ -106,7 +106,7 @@ def timesteps(T: int, n: int, spacing: str = "uniform") -> torch.Tensor:
     if spacing not in SPACINGS:
         raise ValueError(f"spacing must be one of {SPACINGS}, got {spacing!r}")
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= T:
-        raise ValueError(f"the number of steps must be an int in [1, T={T}], got {n!r}")
+        raise ValueError(f"n (the number of steps) must be an int in [1, T={T}], got {n!r}")
     if n == 1:
         return torch.tensor([T - 1])
     u = torch.linspace(0, 1, n, dtype=torch.float64)

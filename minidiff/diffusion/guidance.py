@@ -90,7 +90,7 @@ def clip_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, temperature: floa
     check_tensor(image_emb, "image_emb", ndim=2, floating=True)
     check_tensor(text_emb, "text_emb", ndim=2, floating=True)
     if image_emb.shape != text_emb.shape:
-        raise ValueError(f"image and text embeddings must have the same shape (N, d), got {tuple(image_emb.shape)} "
+        raise ValueError(f"image_emb and text_emb must have the same shape (N, d), got {tuple(image_emb.shape)} "
                          f"and {tuple(text_emb.shape)}")
     if not temperature > 0:
         raise ValueError(f"temperature must be positive, got {temperature}")

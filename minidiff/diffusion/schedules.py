@@ -75,7 +75,7 @@ class NoiseSchedule:
         if not torch.isfinite(b).all():
             raise ValueError("betas contain nan or inf")
         if (b <= 0).any() or (b >= 1).any():
-            raise ValueError(f"every beta must lie in (0, 1), got min {b.min().item():.3g} and max {b.max().item():.3g}")
+            raise ValueError(f"betas: every beta must lie in (0, 1), got min {b.min().item():.3g} and max {b.max().item():.3g}")
         self.T = b.numel()
         alphas = 1 - b
         abar = torch.cumprod(alphas, 0)

@@ -55,7 +55,7 @@ def _check_t(t, x: torch.Tensor) -> torch.Tensor:
     if t.shape != (x.shape[0],):
         raise ValueError(f"t must have shape ({x.shape[0]},), one time per example, got {tuple(t.shape)}")
     if (t < 0).any() or (t > 1).any():
-        raise ValueError(f"continuous times must lie in [0, 1], got [{float(t.min()):.3g}, {float(t.max()):.3g}]")
+        raise ValueError(f"t (continuous times) must lie in [0, 1], got [{float(t.min()):.3g}, {float(t.max()):.3g}]")
     return t
 
 
