@@ -26,12 +26,12 @@ $(STAMP): pyproject.toml
 	@$(PY) -c 'import torch, torchvision, minidiff; print(">> ready: torch", torch.__version__, "| torchvision", torchvision.__version__, "| CUDA", torch.cuda.is_available())'
 	@touch $(STAMP)
 
-# The website. Executed notebooks are cached; switching PROFILE clears the cache so outputs match the profile.
+# The website. Runs start fresh (no checkpoints) so pages show what the code does. Executed notebooks are cached; switching PROFILE clears the cache so outputs match the profile.
 book: setup
 	@mkdir -p _build
 	@if [ "$$(cat _build/.profile 2>/dev/null)" != "$(PROFILE)" ]; then rm -rf _build/.jupyter_cache; echo "$(PROFILE)" > _build/.profile; fi
 	@echo ">> building the book with profile '$(PROFILE)' (make book PROFILE=ci for a quick build)"
-	MINIDIFF_PROFILE=$(PROFILE) MINIDIFF_STATIC=1 $(VENV)/bin/jupyter-book build . --keep-going
+	MINIDIFF_PROFILE=$(PROFILE) MINIDIFF_STATIC=1 MINIDIFF_CHECKPOINT_DIR=off $(VENV)/bin/jupyter-book build . --keep-going
 	@test -f _build/html/index.html && echo ">> open _build/html/index.html"
 
 test: setup

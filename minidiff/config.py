@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 PROFILE_ENV = "MINIDIFF_PROFILE"
+CHECKPOINT_ENV = "MINIDIFF_CHECKPOINT_DIR"
 DEVICE_ENV = "MINIDIFF_DEVICE"
 PROFILE_NAMES = ("ci", "cpu", "gpu")
 
@@ -520,7 +521,53 @@ def banner(chapter: str | None = None, profile: Profile | None = None) -> str:
     parts.append(f"torch={torch.__version__}")
     if runtime:
         parts.append(f"expected runtime: {runtime}")
+    ckpt = checkpoint_dir("x", p.name)
+    parts.append(f"checkpoints: {ckpt.parent if ckpt is not None else 'off'}")
     return " | ".join(parts)
+
+
+def checkpoint_dir(run: str, profile: str | None = None):
+    """The folder where the training run ``run`` (e.g. ``"04_ddpm/unet"``) keeps its checkpoints, or None for no
+    checkpoints. Calling :func:`minidiff.train.train` again with the same folder resumes the run where it stopped,
+    so after a disconnect, re-running the chapter (one "Run all") picks every long run up from its last checkpoint.
+
+    ``$MINIDIFF_CHECKPOINT_DIR`` (set it with :func:`set_checkpoint_dir` or :func:`use_google_drive`) is the root;
+    the run goes in ``<root>/<profile>/<run>``. ``off`` disables checkpoints. Unset: ``runs/<profile>/<run>`` in
+    the working folder for the ``cpu`` and ``gpu`` profiles, and none for ``ci`` (short runs that must start fresh).
+    """
+    if not isinstance(run, str) or not run.strip() or ".." in run.split("/"):
+        raise ValueError(f"run must be a non-empty relative name like '04_ddpm/unet', got {run!r}")
+    name = profile or profile_name()
+    root = os.environ.get(CHECKPOINT_ENV, "").strip()
+    if root.lower() == "off" or (not root and name == "ci"):
+        return None
+    from pathlib import Path
+
+    return Path(root or "runs") / name / run
+
+
+def set_checkpoint_dir(path) -> None:
+    """Keep checkpoints under ``path`` (``"off"`` disables them) for the rest of this session."""
+    os.environ[CHECKPOINT_ENV] = str(path)
+
+
+def use_google_drive(folder: str = "minidiff-checkpoints", mountpoint: str = "/content/drive"):
+    """On Colab: mount Google Drive and keep every checkpoint in ``MyDrive/<folder>``, so a long run survives a
+    disconnect or a runtime reset (re-run the chapter and training resumes). Returns the folder."""
+    import sys
+    from pathlib import Path
+
+    if "google.colab" not in sys.modules:
+        raise RuntimeError("use_google_drive() works on Colab only; elsewhere call "
+                           "config.set_checkpoint_dir('some/folder') (or set $MINIDIFF_CHECKPOINT_DIR)")
+    from google.colab import drive  # type: ignore[import-not-found]
+
+    drive.mount(mountpoint)
+    root = Path(mountpoint) / "MyDrive" / folder
+    root.mkdir(parents=True, exist_ok=True)
+    set_checkpoint_dir(root)
+    print(f"checkpoints go to {root}: after a disconnect, run the chapter again and training resumes")
+    return root
 
 
 def with_overrides(profile: Profile, **sections) -> Profile:

@@ -310,6 +310,7 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, object], torch.Tensor]
         found = latest_checkpoint(ckpt_dir, map_location=device)
         if found is not None:
             state, last_ckpt = found
+            _check_same_run(state.get("config") or {}, cfg, last_ckpt)
             try:
                 model.load_state_dict(state["model"])
                 optimizer.load_state_dict(state["optimizer"])
@@ -432,6 +433,20 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, object], torch.Tensor]
     return TrainResult(model=model, ema=ema.model if ema else model, history=history, step=step, stopped=stopped,
                        seconds=elapsed(), checkpoint=last_ckpt,
                        resumed_from=resumed_from)
+
+
+# Fields that define a run: resuming with other values would silently mix two runs. (steps and max_seconds may
+# change: that is how a finished run is extended.)
+_RUN_FIELDS = ("lr", "weight_decay", "betas", "warmup", "min_lr_ratio", "grad_clip", "ema_decay", "amp", "seed")
+
+
+def _check_same_run(saved: dict, cfg: TrainConfig, path: Path) -> None:
+    now = _plain(asdict(cfg))
+    diff = [f"{k}={saved[k]!r} there, {now[k]!r} now" for k in _RUN_FIELDS if k in saved and saved[k] != now[k]]
+    if diff:
+        raise CheckpointError(
+            f"checkpoint {path} belongs to a different run ({'; '.join(diff)}). To start afresh, delete "
+            f"{path.parent} or pass TrainConfig(resume=False); to continue that run, use its settings.")
 
 
 def _plain(obj):

@@ -1,5 +1,5 @@
 """Plots for the chapters: image grids, loss curves, schedule plots, 2-D scatter and trajectories, and an
-interactive noise slider with a static fallback.
+interactive sliders (noise level, any precomputed sweep) with a static fallback.
 
 Every function draws into a matplotlib figure and returns it (so tests can inspect it and notebooks show
 it). Widgets are used only where a live Jupyter frontend exists (see :func:`widgets_enabled`); on the static
@@ -225,6 +225,45 @@ def noise_slider(schedule, x0: torch.Tensor, n_static: int = 6, seed: int = 0):
 
     slider = widgets.IntSlider(value=0, min=0, max=schedule.T - 1, step=1, description="t",
                                continuous_update=False)
+    slider.observe(lambda ch: draw(ch["new"]), names="value")
+    draw(0)
+    box = widgets.VBox([slider, out])
+    display(box)
+    return box
+
+
+def image_slider(images: dict, name: str, title: str = "{name} = {value}", nrow: int = 8, static_values=None,
+                 figsize=None):
+    """A slider over the keys of ``images`` (e.g. the number of sampling steps, or the guidance scale) that shows the
+    image batch stored for each value, so a reader can scrub through a sweep that was computed once. Where no widget
+    frontend exists (static website, CI) it draws the batches as labelled rows of one figure instead (all values, or
+    ``static_values``). Returns the widget or the figure."""
+    if not isinstance(images, dict) or not images:
+        raise ValueError("images must be a non-empty dict {value: image batch (B, C, H, W)}")
+    for v, x in images.items():
+        if not isinstance(x, torch.Tensor) or x.ndim != 4:
+            raise ValueError(f"images[{v!r}] must be an image batch (B, C, H, W), got "
+                             f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
+    values = list(images)
+    if not widgets_enabled():
+        shown = values if static_values is None else [v for v in values if v in set(static_values)]
+        return show_image_rows({title.format(name=name, value=v): images[v].cpu() for v in shown}, nrow=nrow,
+                               figsize=figsize)
+    import ipywidgets as widgets
+    from IPython.display import display
+
+    out = widgets.Output()
+
+    def draw(i):
+        with out:
+            out.clear_output(wait=True)
+            v = values[i]
+            fig = show_images(images[v].cpu(), nrow=nrow, title=title.format(name=name, value=v))
+            display(fig)
+            plt.close(fig)
+
+    slider = widgets.SelectionSlider(options=[(str(v), i) for i, v in enumerate(values)], value=0, description=name,
+                                     continuous_update=False)
     slider.observe(lambda ch: draw(ch["new"]), names="value")
     draw(0)
     box = widgets.VBox([slider, out])

@@ -28,6 +28,7 @@ if "google.colab" in sys.modules:
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"minidiff @ git+{{REPO_URL}}"], check=True)
 
 from minidiff import config
+# config.use_google_drive()  # Colab: keep checkpoints on Drive; after a disconnect, Run all resumes training
 P = config.get_profile()   # every size in this chapter comes from this profile
 print(config.banner("{chapter}"))'''
 

@@ -214,3 +214,36 @@ def test_evaluate_hook_every_n_steps_with_the_ema_and_without_its_time():
     with pytest.raises(ValueError, match="eval_every"):
         train(model, lambda m, x: m(x).mean(), TensorSampler(xs, batch_size=32), TrainConfig(steps=1, progress=False),
               evaluate=evaluate)
+
+
+def test_resume_refuses_a_checkpoint_of_a_run_with_other_settings(tmp_path):
+    model, loss_fn, sampler = toy_setup()
+    train(model, loss_fn, sampler, cfg(steps=10, ckpt_dir=tmp_path, ckpt_every=5))
+    model, loss_fn, sampler = toy_setup()
+    with pytest.raises(CheckpointError, match=r"different run \(lr=0.003 there, 0.001 now\).*resume=False"):
+        train(model, loss_fn, sampler, cfg(steps=20, lr=1e-3, ckpt_dir=tmp_path))
+    # more steps with the same settings extends the run (resume), and resume=False starts afresh
+    r = train(model, loss_fn, sampler, cfg(steps=20, ckpt_dir=tmp_path))
+    assert r.resumed_from == 10 and r.step == 20
+    model, loss_fn, sampler = toy_setup()
+    r = train(model, loss_fn, sampler, cfg(steps=5, lr=1e-3, ckpt_dir=tmp_path / "fresh", resume=False))
+    assert r.resumed_from is None and r.step == 5
+
+
+def test_checkpoint_dir_by_profile_and_environment(monkeypatch, tmp_path):
+    from pathlib import Path
+
+    from minidiff import config
+
+    monkeypatch.setenv("MINIDIFF_CHECKPOINT_DIR", "off")   # so that teardown restores whatever was there
+    monkeypatch.delenv("MINIDIFF_CHECKPOINT_DIR")
+    assert config.checkpoint_dir("04_ddpm/unet", "ci") is None            # ci runs always start fresh
+    assert config.checkpoint_dir("04_ddpm/unet", "cpu") == Path("runs/cpu/04_ddpm/unet")
+    config.set_checkpoint_dir(tmp_path / "drive")
+    assert config.checkpoint_dir("04_ddpm/unet", "ci") == tmp_path / "drive" / "ci" / "04_ddpm" / "unet"
+    config.set_checkpoint_dir("off")
+    assert config.checkpoint_dir("04_ddpm/unet", "gpu") is None
+    with pytest.raises(ValueError, match="run must be a non-empty relative name"):
+        config.checkpoint_dir("../escape")
+    with pytest.raises(RuntimeError, match="Colab only"):
+        config.use_google_drive()

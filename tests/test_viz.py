@@ -2,6 +2,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import matplotlib.pyplot as plt
 import pytest
 import torch
 
@@ -47,3 +48,23 @@ def test_noise_slider_static_fallback_and_widget(monkeypatch):
     w = viz.noise_slider(s, x0)
     assert isinstance(w, ipywidgets.VBox) and w.children[0].max == 49
     w.children[0].value = 30  # moving the slider redraws without error
+
+
+def test_image_slider_static_rows_and_widget(monkeypatch):
+    sweep = {w: torch.full((4, 1, 8, 8), w / 10) for w in (0.0, 1.0, 3.0)}
+    monkeypatch.setenv("MINIDIFF_STATIC", "1")
+    fig = viz.image_slider(sweep, "w", title="guidance w = {value}", nrow=4)
+    assert [ax.get_title() for ax in fig.axes] == ["guidance w = 0.0", "guidance w = 1.0", "guidance w = 3.0"]
+    fig = viz.image_slider(sweep, "w", static_values=[0.0, 3.0])
+    assert len(fig.axes) == 2
+    with pytest.raises(ValueError, match=r"images\[1\] must be an image batch"):
+        viz.image_slider({1: torch.zeros(8, 8)}, "steps")
+    ipywidgets = pytest.importorskip("ipywidgets")
+    monkeypatch.setattr(viz, "widgets_enabled", lambda: True)
+    drawn = []
+    monkeypatch.setattr(viz, "show_images", lambda x, nrow, title: drawn.append((title, float(x.mean()))) or plt.figure())
+    box = viz.image_slider(sweep, "w")
+    slider = box.children[0]
+    assert isinstance(slider, ipywidgets.SelectionSlider) and [o[0] for o in slider.options] == ["0.0", "1.0", "3.0"]
+    slider.value = 2          # moving the slider shows the batch stored for w = 3
+    assert drawn[-1] == ("w = 3.0", pytest.approx(0.3))
