@@ -331,7 +331,7 @@ _PROFILES: dict[str, Profile] = {
             attention=False, patch=2, batch=64, steps=350, max_seconds=None, lr=3e-3, warmup=30, ema_decay=0.99,
             n_samples=200, sample_batch=200,
         ),
-        sampling=SamplingConfig(ddim_steps=(10, 20, 50), etas=(0.0, 1.0), n_samples=72, fid_tolerance=1.0,
+        sampling=SamplingConfig(ddim_steps=(10, 20, 50), etas=(0.0, 1.0), n_samples=64, fid_tolerance=1.0,
                                 encode_steps=50, sde_nfe=(20, 50), likelihood_images=32, likelihood_steps=25,
                                 toy_steps=600, toy_hidden=64),
         dit=DiTChapterConfig(steps=200, scaling=(("DiT-Tiny/4", 7), ("DiT-Tiny/4", 4), ("DiT-Mini/4", 7)),

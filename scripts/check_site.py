@@ -9,8 +9,8 @@ ever downloaded):
 - no JavaScript error (uncaught exceptions and ``console.error``), and no local file that fails to load;
 - MathJax has run: no raw ``$$``, ``\\(`` or ``\\[`` left in the visible text, no MathJax error box;
 - every ``<img>`` has loaded (non-zero natural size);
-- every internal link resolves: the target file exists and its ``#anchor`` is an id on the target page
-  (this covers the table of contents in the sidebar);
+- every internal link resolves (``<a>`` and ``<link>``: sidebar table of contents, next/previous buttons,
+  stylesheets): the target file exists and its ``#anchor`` is an id on the target page;
 - on chapter pages, the Colab launch button points at this chapter's notebook in the repository
   (``repository.url`` of ``_config.yml``).
 
@@ -121,7 +121,7 @@ _PAGE_JS = """
   return {
     text: texts.join(' '),
     images: Array.from(document.images).map(i => ({src: i.currentSrc || i.src, ok: i.complete && i.naturalWidth > 0})),
-    links: Array.from(document.querySelectorAll('a[href]')).map(a => a.href),
+    links: Array.from(document.querySelectorAll('a[href], link[href]')).map(a => a.href),
     math: document.querySelectorAll('mjx-container').length,
     mathErrors: document.querySelectorAll('mjx-merror, [data-mjx-error]').length,
     hasMathJax: typeof window.MathJax === 'object' && !!window.MathJax.startup,

@@ -1,6 +1,11 @@
-"""Shared fixtures: one real build of the website per test session (used by test_book.py and test_site.py)."""
+"""Shared set-up: Triton's interpreter for the kernel tests, and one real build of the website per test session (used by test_book.py and test_site.py)."""
 
 import os
+
+# The Triton kernels run on CPU only through Triton's interpreter, which must be switched on before triton is first
+# imported (tests/test_kernels.py). On a GPU machine set TRITON_INTERPRET=0 to test the compiled kernels instead.
+os.environ.setdefault("TRITON_INTERPRET", "1")
+
 import subprocess
 import sys
 from pathlib import Path
