@@ -81,6 +81,15 @@ def ddim_step(schedule: NoiseSchedule, eps: torch.Tensor, x_t: torch.Tensor, t, 
     s = _as_steps(t_prev, B, schedule.T, "t_prev", True, x_t.device)
     if (s >= t).any():
         raise ValueError("t_prev must be smaller than t (sampling goes backwards in time)")
+    from .. import kernels
+
+    if kernels.uses_triton(x_t):   # the same step, fused into one pass over memory (minidiff.kernels)
+        if eta > 0 and noise is None:
+            noise = torch.randn_like(x_t)
+        if noise is not None:
+            check_same_shape(noise, x_t, "noise", "x_t")
+        return kernels.sampler_update(x_t, eps, kernels.ddim_coefficients(schedule, t, s, eta, prediction),
+                                      noise if eta > 0 else None, clip_x0)
     x0, eps_hat = predict_x0_eps(schedule, eps, x_t, t, prediction)
     if clip_x0:
         x0 = x0.clamp(-1, 1)

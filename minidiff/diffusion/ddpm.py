@@ -134,6 +134,11 @@ def p_sample_step(schedule: NoiseSchedule, model_output: torch.Tensor, x_t: torc
         noise = torch.randn_like(x_t)
     else:
         check_same_shape(noise, x_t, "noise", "x_t")
+    from .. import kernels
+
+    if kernels.uses_triton(x_t):   # the same step, fused into one pass over memory (minidiff.kernels)
+        return kernels.sampler_update(x_t, model_output, kernels.ddpm_coefficients(schedule, t, prediction), noise,
+                                      clip_x0)
     x0, _ = predict_x0_eps(schedule, model_output, x_t, t, prediction)
     if clip_x0:
         x0 = x0.clamp(-1, 1)

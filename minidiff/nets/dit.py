@@ -38,6 +38,16 @@ def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch
     return x * (1 + scale[:, None]) + shift[:, None]
 
 
+def norm_modulate(norm: nn.LayerNorm, x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """``modulate(norm(x), shift, scale)`` for a LayerNorm without affine parameters: one fused Triton kernel on CUDA
+    (forward and backward, :func:`minidiff.kernels.layernorm_modulate`), plain torch elsewhere."""
+    from .. import kernels
+
+    if norm.weight is None and x.ndim == 3 and kernels.uses_triton(x):
+        return kernels.layernorm_modulate(x, shift, scale, norm.eps)
+    return modulate(norm(x), shift, scale)
+
+
 def patchify(x: torch.Tensor, p: int) -> torch.Tensor:
     """(B, C, H, W) -> (B, (H/p)(W/p), p*p*C): non-overlapping patches in row-major order, each flattened."""
     B, C, H, W = x.shape
@@ -168,12 +178,12 @@ class DiTBlock(nn.Module):
         """``c`` (B, d) is the summed conditioning vector; ``ctx`` (B, 2, d) the conditioning tokens."""
         if self.conditioning == "adaln-zero":
             shift1, scale1, gate1, shift2, scale2, gate2 = self.adaLN(c).chunk(6, dim=1)
-            x = x + gate1[:, None] * self.attn(modulate(self.norm1(x), shift1, scale1))
-            return x + gate2[:, None] * self.mlp(modulate(self.norm2(x), shift2, scale2))
+            x = x + gate1[:, None] * self.attn(norm_modulate(self.norm1, x, shift1, scale1))
+            return x + gate2[:, None] * self.mlp(norm_modulate(self.norm2, x, shift2, scale2))
         if self.conditioning == "adaln":
             shift1, scale1, shift2, scale2 = self.adaLN(c).chunk(4, dim=1)
-            x = x + self.attn(modulate(self.norm1(x), shift1, scale1))
-            return x + self.mlp(modulate(self.norm2(x), shift2, scale2))
+            x = x + self.attn(norm_modulate(self.norm1, x, shift1, scale1))
+            return x + self.mlp(norm_modulate(self.norm2, x, shift2, scale2))
         x = x + self.attn(self.norm1(x))
         if self.conditioning == "cross-attention":
             x = x + self.cross(self.norm_x(x), ctx)

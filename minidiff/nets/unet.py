@@ -75,6 +75,16 @@ def zero_module(m: nn.Module) -> nn.Module:
     return m
 
 
+def norm_silu(norm: nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:
+    """``silu(norm(x))``: one fused Triton kernel on CUDA (forward and backward, :func:`minidiff.kernels.groupnorm_silu`),
+    plain torch elsewhere."""
+    from .. import kernels
+
+    if norm.affine and kernels.uses_triton(x):
+        return kernels.groupnorm_silu(x, norm.num_groups, norm.weight, norm.bias, norm.eps)
+    return F.silu(norm(x))
+
+
 class ResBlock(nn.Module):
     """GroupNorm-SiLU-conv, then GroupNorm modulated by the time embedding, SiLU, dropout, conv; plus a skip.
 
@@ -94,7 +104,7 @@ class ResBlock(nn.Module):
         self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))
+        h = self.conv1(norm_silu(self.norm1, x))
         e = self.emb(F.silu(emb))[:, :, None, None]
         if self.scale_shift:
             scale, shift = e.chunk(2, dim=1)
