@@ -247,3 +247,32 @@ def test_checkpoint_dir_by_profile_and_environment(monkeypatch, tmp_path):
         config.checkpoint_dir("../escape")
     with pytest.raises(RuntimeError, match="Colab only"):
         config.use_google_drive()
+
+
+def test_channels_last_trains_to_the_same_numbers_and_compile_wraps_the_model(monkeypatch):
+    from minidiff.nets import UNet
+
+    x = data.mnist5k("train").x[:256]
+    sched = make_schedule("cosine", 50)
+
+    def run(**kw):
+        torch.manual_seed(0)
+        net = UNet(in_channels=1, base_channels=8, channel_mults=(1, 2), attention=False)
+        r = train(net, lambda m, xb: ddpm.ddpm_loss(m, sched, xb), data.TensorSampler(x, batch_size=32),
+                  cfg(steps=6, **kw))
+        return r
+
+    plain, nhwc = run(), run(channels_last=True)
+    assert next(p for p in nhwc.model.parameters() if p.ndim == 4).is_contiguous(memory_format=torch.channels_last)
+    for a, b in zip(plain.history["loss"], nhwc.history["loss"]):
+        assert a == pytest.approx(b, rel=1e-4)
+    wrapped = []
+
+    def fake_compile(m):       # stands in for torch.compile: records what was compiled, returns a wrapper
+        wrapped.append(m)
+        return lambda *a, **k: m(*a, **k)
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    r = run(compile=True)
+    assert len(wrapped) == 1 and wrapped[0] is r.model       # the loss saw the compiled model...
+    assert r.history["loss"] == pytest.approx(plain.history["loss"], rel=1e-5)   # ...which trains the same weights
