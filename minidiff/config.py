@@ -286,6 +286,19 @@ class SSLDiffusionConfig:
 
 
 @dataclass(frozen=True)
+class KernelsChapterConfig:
+    """Chapter 12: shapes for checking the Triton kernels (through the interpreter on CPU, compiled on GPU) and for
+    timing the torch references. ``timing_numel`` are the tensor sizes of the timing sweep, ``reps`` the repeats
+    whose median is reported."""
+
+    check_images: tuple[int, int, int, int] = (4, 1, 28, 28)
+    check_tokens: tuple[int, int, int] = (2, 16, 64)
+    check_groups: tuple[int, int, int, int, int] = (2, 16, 7, 7, 4)
+    timing_numel: tuple[int, ...] = (2 ** 12, 2 ** 16, 2 ** 20, 2 ** 22)
+    reps: int = 20
+
+
+@dataclass(frozen=True)
 class Profile:
     """All sizes for one budget. Immutable: use :func:`dataclasses.replace` to experiment."""
 
@@ -303,6 +316,7 @@ class Profile:
     unet: UNetChapterConfig = field(default_factory=UNetChapterConfig)
     guidance: GuidanceChapterConfig = field(default_factory=GuidanceChapterConfig)
     ssl_diffusion: SSLDiffusionConfig = field(default_factory=SSLDiffusionConfig)
+    kernels: KernelsChapterConfig = field(default_factory=KernelsChapterConfig)
     # expected runtime of each chapter in this profile, for the banner
     runtimes: Mapping[str, str] = field(default_factory=dict)
     # max time (s) a chapter may take in this profile; checked by the notebook tests
@@ -348,7 +362,9 @@ _PROFILES: dict[str, Profile] = {
                   "07_sde": "about 30 s on 2 CPU cores",
                   "08_unet": "about 50 s on 2 CPU cores", "09_dit": "about 40 s on 2 CPU cores",
                   "10_latent_and_guidance": "about 50 s on 2 CPU cores",
-                  "11_ssl_meets_diffusion": "about 50 s on 2 CPU cores"},
+                  "11_ssl_meets_diffusion": "about 50 s on 2 CPU cores",
+                  "12_kernels_and_speed": "about 10 s on 2 CPU cores"},
+        kernels=KernelsChapterConfig(timing_numel=(2 ** 12, 2 ** 16, 2 ** 20), reps=10),
         chapter_budget_s=60.0,
     ),
     "cpu": Profile(
@@ -389,7 +405,8 @@ _PROFILES: dict[str, Profile] = {
                   "07_sde": "about 5.5 min on 2 CPU cores",
                   "08_unet": "about 6.5 min on 2 CPU cores", "09_dit": "about 3.5 min on 2 CPU cores",
                   "10_latent_and_guidance": "about 7.5 min on 2 CPU cores",
-                  "11_ssl_meets_diffusion": "about 8.5 min on 2 CPU cores"},
+                  "11_ssl_meets_diffusion": "about 8.5 min on 2 CPU cores",
+                  "12_kernels_and_speed": "about 20 s on 2 CPU cores"},
         chapter_budget_s=600.0,
     ),
     "gpu": Profile(
@@ -435,7 +452,8 @@ _PROFILES: dict[str, Profile] = {
                   "07_sde": "about 18 min on a Colab T4",
                   "08_unet": "about 14 min on a Colab T4 (estimate)", "09_dit": "about 15 min on a Colab T4",
                   "10_latent_and_guidance": "about 18 min on a Colab T4 (estimate)",
-                  "11_ssl_meets_diffusion": "about 20 min on a Colab T4 (estimate)"},
+                  "11_ssl_meets_diffusion": "about 20 min on a Colab T4 (estimate)",
+                  "12_kernels_and_speed": "about 2 min on a Colab T4 (estimate)"},
         chapter_budget_s=1200.0,
     ),
 }
