@@ -61,6 +61,8 @@ def sync(path: Path, check: bool) -> bool:
     if cell is None:
         nb.cells.insert(0, new)
     elif SETUP_TAG in cell.metadata.get("tags", []) or "minidiff import config" in cell.source:
+        if "id" in cell:
+            new["id"] = cell["id"]   # keep the cell id: rewriting an up-to-date cell leaves the file unchanged
         nb.cells[i] = new
     else:
         nb.cells.insert(i, new)
