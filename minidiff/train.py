@@ -82,6 +82,9 @@ class TrainConfig:
     # pays a one-off compile time of tens of seconds, so only for long runs; checkpoints keep plain weights)
     channels_last: bool = False
     compile: bool = False
+    # anneal_by_time: with max_seconds, the cosine decay follows whichever budget is further along (steps or
+    # seconds), so a run cut by the clock still ends at the low learning rate instead of stopping mid-schedule
+    anneal_by_time: bool = False
 
     def __post_init__(self):
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 0:
@@ -100,6 +103,8 @@ class TrainConfig:
             raise ValueError(f"amp must be 'auto', 'off', 'bf16' or 'fp16', got {self.amp!r}")
         if self.max_seconds is not None and self.max_seconds <= 0:
             raise ValueError(f"max_seconds must be positive or None, got {self.max_seconds}")
+        if self.anneal_by_time and self.max_seconds is None:
+            raise ValueError("anneal_by_time needs max_seconds (the wall-clock budget the schedule follows)")
         if self.ckpt_every <= 0 or self.keep <= 0 or self.log_every <= 0:
             raise ValueError("ckpt_every, keep and log_every must be positive")
         if self.eval_every is not None and (isinstance(self.eval_every, bool) or not isinstance(self.eval_every, int)
@@ -122,13 +127,16 @@ class TrainResult:
     resumed_from: int | None = None
 
 
-def lr_at(step: int, cfg: TrainConfig) -> float:
+def lr_at(step: int, cfg: TrainConfig, seconds: float | None = None) -> float:
     """Learning rate at ``step``: linear warmup over ``cfg.warmup`` steps, then cosine decay from ``cfg.lr`` to
-    ``cfg.min_lr_ratio * cfg.lr`` at ``cfg.steps``."""
+    ``cfg.min_lr_ratio * cfg.lr`` at ``cfg.steps``. With ``cfg.anneal_by_time``, ``seconds`` of training out of
+    ``cfg.max_seconds`` also count as progress (the larger of the two fractions wins)."""
     if cfg.warmup and step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
     span = max(1, cfg.steps - cfg.warmup)
     progress = min(1.0, (step - cfg.warmup) / span)
+    if cfg.anneal_by_time and seconds is not None:
+        progress = max(progress, min(1.0, seconds / cfg.max_seconds))
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
@@ -385,7 +393,7 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, object], torch.Tensor]
             if cfg.max_seconds is not None and time.perf_counter() - t_start - paused >= cfg.max_seconds:
                 stopped = "time"
                 break
-            lr = lr_at(step, cfg)
+            lr = lr_at(step, cfg, elapsed())
             for g in optimizer.param_groups:
                 g["lr"] = lr
             batch = next(batches)
@@ -447,7 +455,8 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, object], torch.Tensor]
 
 # Fields that define a run: resuming with other values would silently mix two runs. (steps and max_seconds may
 # change: that is how a finished run is extended.)
-_RUN_FIELDS = ("lr", "weight_decay", "betas", "warmup", "min_lr_ratio", "grad_clip", "ema_decay", "amp", "seed")
+_RUN_FIELDS = ("lr", "weight_decay", "betas", "warmup", "min_lr_ratio", "grad_clip", "ema_decay", "amp", "seed",
+               "anneal_by_time")
 
 
 def _check_same_run(saved: dict, cfg: TrainConfig, path: Path) -> None:

@@ -51,6 +51,30 @@ def test_lr_schedule_endpoints():
     assert lr_at(100, c) == pytest.approx(0.1)
 
 
+def test_lr_schedule_anneal_by_time():
+    # cosine from the closed form 0.1 + 0.9 * (1 + cos(pi * p)) / 2 at the larger of the step and time fractions
+    c = TrainConfig(steps=1000, lr=1.0, warmup=0, min_lr_ratio=0.1, max_seconds=100.0, anneal_by_time=True)
+    assert lr_at(10, c, seconds=50.0) == pytest.approx(0.55, rel=1e-6)      # time is further along: p = 0.5
+    assert lr_at(750, c, seconds=10.0) == pytest.approx(0.1 + 0.45 * (1 + math.cos(0.75 * math.pi)), rel=1e-6)
+    assert lr_at(10, c, seconds=500.0) == pytest.approx(0.1)                # past the budget: the floor
+    plain = TrainConfig(steps=1000, lr=1.0, warmup=0, min_lr_ratio=0.1, max_seconds=100.0)
+    assert lr_at(10, plain, seconds=50.0) == pytest.approx(lr_at(10, plain))  # off: seconds are ignored
+    with pytest.raises(ValueError, match="anneal_by_time needs max_seconds"):
+        TrainConfig(anneal_by_time=True)
+
+
+def test_train_anneal_by_time_ends_at_the_floor():
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 1)
+    x = torch.randn(64, 4)
+    cfg = TrainConfig(steps=10**6, lr=0.1, min_lr_ratio=0.1, max_seconds=1.0, anneal_by_time=True, ema_decay=None,
+                      progress=False, log_every=1)
+    r = train(model, lambda m, b: m(b).pow(2).mean(), iter(lambda: x, None), cfg)
+    assert r.stopped == "time"
+    lrs = r.history["lr"]
+    assert lrs[0] > 0.09 and lrs[-1] < 0.0105, (lrs[0], lrs[-1])
+
+
 class Interrupt(Exception):
     pass
 

@@ -1,0 +1,182 @@
+"""Render the latest benchmark JSON (``benchmarks/results/*.json``) as the book page ``book/results.md``.
+
+    .venv/bin/python benchmarks/render_results.py            # rewrite book/results.md
+    .venv/bin/python benchmarks/render_results.py --check    # exit 1 if book/results.md is out of date
+
+Every table says on which machine, when and with which command its numbers were measured; a benchmark with no
+JSON yet is listed with the command that produces it. ``tests/test_results_page.py`` checks that the page is up to
+date with the JSON and that the tables carry the JSON's numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+PAGE = HERE.parent / "book" / "results.md"
+
+INTRO = """# Measured results
+
+What the scripts in `benchmarks/` measured, rendered from their JSON output (`benchmarks/results/`) by
+`benchmarks/render_results.py`. Every table names the machine, the date and the command; rerun the command on your
+machine and the script to regenerate this page. Chapter 12 explains how the timings are taken and what bounds them.
+Lower FID is better (minidiff's feature FID on the 1,000 held-out MNIST-5k digits, see `minidiff.metrics`).
+"""
+
+
+def _load(pattern: str) -> list[tuple[str, dict]]:
+    return [(p.name, json.loads(p.read_text())) for p in sorted(RESULTS.glob(pattern))]
+
+
+def _provenance(d: dict, name: str) -> str:
+    return (f"*Measured {d.get('date', '?')} on {d.get('machine', '?')}, torch {d.get('torch', '?')}"
+            + (", peers " + ", ".join(f"{k} {v}" for k, v in d["peers"].items()) if d.get("peers") else "")
+            + f"; command `{d.get('command', '?')}`; data `benchmarks/results/{name}`.*\n")
+
+
+def _table(head: list[str], rows: list[list]) -> str:
+    def fmt(v):
+        if isinstance(v, float):
+            return f"{v:,.1f}" if abs(v) >= 10 else f"{v:.3g}"
+        if isinstance(v, int):
+            return f"{v:,}"
+        return str(v)
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    lines += ["| " + " | ".join(fmt(v) for v in r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _missing(what: str, command: str) -> str:
+    return f"Not measured yet. Run `{command}`.\n"
+
+
+def time_to_quality() -> str:
+    out = ["## Time to quality on a CPU\n\n",
+           "Each contender trains on the 4,000 MNIST-5k training digits for the same wall-clock budget on 2 threads, "
+           "then draws the same number of samples. Configurations: see the docstring of "
+           "`benchmarks/time_to_quality.py` (each peer as its own documentation sets it up).\n\n"]
+    runs = _load("time_to_quality_*s.json")
+    if not runs:
+        return "".join(out) + _missing("time to quality", "python benchmarks/time_to_quality.py --budget 300")
+    for name, d in sorted(runs, key=lambda nd: nd[1]["budget_s"]):
+        out.append(f"\n### {d['budget_s']:g} s of training, {d['n_samples']} samples\n\n")
+        rows = [[r["contender"], r["params"], r["train_steps"], float(r["images_per_s"]), r["sampler"], r["nfe"],
+                 float(r["sample_seconds"]), float(r["fid"]), float(r["confidence"])] for r in d["rows"]]
+        rows += [[f"*{k}*", "", "", "", "", "", "", float(v), ""] for k, v in d["baselines_fid"].items()]
+        out.append(_table(["contender", "parameters", "training steps", "images/s", "sampler", "network calls",
+                           "sampling s", "FID", "classifier confidence"], rows))
+        s = d.get("summary", {})
+        notes = []
+        if "fid_ratio_best_peer_over_minidiff" in s:
+            notes.append(f"best peer's FID / minidiff's FID = **{s['fid_ratio_best_peer_over_minidiff']:.1f}x**")
+        md = next((r for r in d["rows"] if r["contender"] == "minidiff"), None)
+        if md and md.get("extra_fid"):
+            notes.append("minidiff with other samplers: " + ", ".join(
+                f"{k.replace('_', ' ')} FID {v:.1f}" for k, v in md["extra_fid"].items())
+                + (f" (1,000-step ancestral sampling took {md['ancestral_seconds']:.0f} s)"
+                   if "ancestral_seconds" in md else ""))
+        if "minidiff_ddim50_over_ancestral1000" in s:
+            notes.append(f"DDIM-50 FID / 1,000-step ancestral FID = {s['minidiff_ddim50_over_ancestral1000']:.2f}")
+        out.append("\n" + "".join(f"- {n}\n" for n in notes) + "\n" + _provenance(d, name))
+    return "".join(out)
+
+
+def train_throughput() -> str:
+    out = ["## Training throughput\n\n",
+           "Images per second of a full training step (forward, loss, backward, AdamW) at the same shape, batch and "
+           "precision; `ratio` is the best minidiff row over diffusers' eager model.\n\n"]
+    runs = _load("train_throughput_*.json")
+    if not runs:
+        return "".join(out) + _missing("throughput", "python benchmarks/train_throughput.py")
+    for name, d in runs:
+        cols = [c for c in ("diffusers eager", "minidiff eager", "minidiff fast", "minidiff fast + compile")
+                if c in d["rows"][0]]
+        out.append(f"\n### {d['machine']} ({d['precision']})\n\n")
+        out.append(_table(["shape", "batch", "parameters minidiff / diffusers"] + cols + ["ratio"],
+                          [[r["shape"], r["batch"], f"{r['params_minidiff']:,} / {r['params_diffusers']:,}"]
+                           + [float(r[c]) for c in cols] + [float(r["ratio"])] for r in d["rows"]]))
+        out.append("\n" + _provenance(d, name))
+    return "".join(out)
+
+
+def ssl() -> str:
+    out = ["## Self-supervised learning against the clock\n\n",
+           "kNN accuracy of SimCLR's encoder on the 1,000 held-out digits as training time grows (evaluation time "
+           "not counted), next to a random encoder of the same architecture and kNN on raw pixels.\n\n"]
+    runs = _load("ssl_knn_time_*.json")
+    if not runs:
+        return "".join(out) + _missing("ssl", "python benchmarks/ssl_knn_time.py")
+    for name, d in runs:
+        out.append(f"\n### {d['machine']}, `{d['profile']}` sizes, batch {d['batch']}\n\n")
+        rows = [[c["step"], float(c["seconds"]), float(c["knn"])] for c in d["curve"]]
+        rows += [[f"*{k}*", "", float(v)] for k, v in d["baselines"].items()]
+        out.append(_table(["step", "training s", "kNN accuracy"], rows))
+        out.append(f"\n{d['steps']:,} steps, {d['views_per_s']:,.0f} views/s.\n")
+        if d.get("resnet18"):
+            out.append("\n" + _table(["ResNet-18 SimCLR", "views/s"], [[k, float(v)] for k, v in d["resnet18"].items()]))
+        out.append("\n" + _provenance(d, name))
+    return "".join(out)
+
+
+def kernels() -> str:
+    out = ["## Fused kernels\n\n",
+           "Median time of each Triton kernel against torch eager and `torch.compile` of its reference, and the "
+           "bandwidth it achieves as a fraction of a device-to-device copy measured in the same run.\n\n"]
+    runs = [(n, d) for n, d in _load("kernels_*.json") if n != "kernels_smoke.json"]
+    if not runs:
+        return "".join(out) + ("Not measured yet: this needs a CUDA GPU. Run `python benchmarks/bench_kernels.py` "
+                               "on one (no GPU was available where this page was built).\n")
+    for name, d in runs:
+        out.append(f"\n### {d['device']} (copy: {d['copy_gb_s']:,.0f} GB/s)\n\n")
+        out.append(_table(["kernel", "size", "Triton µs", "GB/s", "% of copy", "× eager", "× compile"],
+                          [[r["kernel"], r["size"], 1e6 * r["triton_s"], float(r["gb_s"]), float(r["pct_copy"]),
+                            float(r["speedup_eager"]), float(r["speedup_compile"])] for r in d["rows"]]))
+        out.append("\n" + _provenance(d, name))
+    return "".join(out)
+
+
+def ddpm_fid() -> str:
+    out = ["## DDPM sample quality across seeds\n\n",
+           "Chapter 04's pipeline for one profile and several seeds (`benchmarks/ddpm_fid.py`).\n\n"]
+    runs = _load("ddpm_fid_*.json")
+    if not runs:
+        return "".join(out) + _missing("ddpm", "python benchmarks/ddpm_fid.py --profile ci --seeds 0 1 2")
+    for name, d in runs:
+        prof = d["runs"][0]["profile"] if d["runs"] else "?"
+        out.append(f"\n### profile `{prof}` ({d['machine']}, {d['threads']} threads, torch {d['torch']})\n\n")
+        out.append(_table(["seed", "steps", "training s", "sampling s", "FID samples", "FID real", "FID blurred",
+                           "FID noise"],
+                          [[r["seed"], r["train_steps"], float(r["train_seconds"]), float(r["sample_seconds"]),
+                            float(r["fid"]["samples"]), float(r["fid"]["real"]), float(r["fid"]["blurred"]),
+                            float(r["fid"]["noise"])] for r in d["runs"]]))
+        out.append(f"\n*Data `benchmarks/results/{name}`; command "
+                   f"`python benchmarks/ddpm_fid.py --profile {prof} --seeds "
+                   + " ".join(str(r["seed"]) for r in d["runs"]) + "`.*\n")
+    return "".join(out)
+
+
+def render() -> str:
+    return "\n".join([INTRO, time_to_quality(), train_throughput(), ssl(), kernels(), ddpm_fid()])
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--check", action="store_true")
+    args = ap.parse_args()
+    text = render()
+    if args.check:
+        if not PAGE.exists() or PAGE.read_text() != text:
+            print(f"{PAGE} is out of date: run python benchmarks/render_results.py")
+            sys.exit(1)
+        print(f"{PAGE} is up to date")
+        return
+    PAGE.write_text(text)
+    print(f"wrote {PAGE}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,362 @@
+"""Time-to-quality on MNIST-5k, CPU: minidiff against denoising-diffusion-pytorch and diffusers, same wall-clock budget.
+
+    .venv/bin/python benchmarks/time_to_quality.py --budget 300 --threads 2 --samples 500
+
+Every contender trains on the same 4,000 MNIST-5k digits for ``--budget`` seconds of wall-clock time (each in a fresh
+process limited to ``--threads`` threads), then draws ``--samples`` images, which are scored by minidiff's feature FID
+against the 1,000 held-out digits (and by the digit classifier's confidence: are they recognisable digits?).
+
+Contenders, each with its own documented small-image configuration:
+
+* ``minidiff``: chapter 04's DDPM U-Net of the ``cpu`` profile (``config.get_profile("cpu").ddpm``: 32 base channels,
+  2x2 patches, EMA), T = 1000 cosine schedule, cosine learning-rate decay over the wall-clock budget
+  (``TrainConfig.anneal_by_time``); sampled with DDIM, 50 network calls, and also with the 1,000-step ancestral
+  sampler to check the sampling target (50 calls within 10% of the 1,000-step FID).
+* ``ddpm-pytorch``: lucidrains' ``denoising-diffusion-pytorch``, its README configuration: ``Unet(dim=64,
+  dim_mults=(1, 2, 4, 8), flash_attn=True)``, ``GaussianDiffusion(timesteps=1000, sampling_timesteps=250)``, its
+  ``Trainer`` defaults reproduced step for step (Adam lr 8e-5, betas (0.9, 0.99), batch 32 with 2 accumulation
+  steps, gradient norm clipped at 1, EMA 0.995 updated every 10 steps). Its U-Net halves the resolution 3 times, so
+  the digits are zero-padded to 32x32 and the samples cropped back to 28x28.
+* ``diffusers``: the Hugging Face diffusion course's MNIST U-Net: ``UNet2DModel(sample_size=28, block_out_channels=
+  (32, 64, 64), layers_per_block=2, attention in the two lower blocks)``, ``DDPMScheduler(1000,
+  beta_schedule="squaredcos_cap_v2")``, Adam lr 1e-3, batch 128, epsilon prediction.
+
+The peers are not dependencies of minidiff: the first run installs them from PyPI into ``benchmarks/.peers/``
+(ignored by git) without touching the project's environment, against the torch already installed. Sampling uses each
+library's own deterministic DDIM sampler with ``--peer-nfe`` network calls (default 50, the same as minidiff;
+``--peer-nfe 0`` uses each library's documented default: 250 DDIM steps for denoising-diffusion-pytorch, 1,000
+DDPM steps for diffusers).
+
+Prints a table and writes ``benchmarks/results/time_to_quality_<budget>s.json``.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+PEERS = HERE / ".peers" / "site"
+PEER_PACKAGES = ("diffusers", "denoising-diffusion-pytorch")
+CONTENDERS = ("minidiff", "ddpm-pytorch", "diffusers")
+
+
+# ----------------------------------------------------------------------------------------------- peer installation
+def ensure_peers() -> None:
+    """Install the peers into ``benchmarks/.peers/site`` with what they need beyond the project's environment."""
+    marker = PEERS / ".installed"
+    if marker.exists():
+        return
+    print(f"installing {', '.join(PEER_PACKAGES)} into {PEERS} (first run only) ...", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        report = Path(tmp) / "report.json"
+        # resolve against the project's environment (torch is already there), then install only what is missing
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--dry-run", "--report", str(report),
+                        *PEER_PACKAGES], check=True)
+        pins = [f"{p['metadata']['name']}=={p['metadata']['version']}" for p in json.loads(report.read_text())["install"]]
+        if any(p.lower().startswith(("torch==", "torchvision==")) for p in pins):
+            raise SystemExit(f"the peers would replace torch/torchvision ({pins}); install a compatible torch first")
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(PEERS), *pins],
+                       check=True)
+    marker.write_text("\n".join(pins) + "\n")
+
+
+def peer_versions() -> dict:
+    marker = PEERS / ".installed"
+    if not marker.exists():
+        return {}
+    pins = dict(line.split("==") for line in marker.read_text().split() if "==" in line)
+    return {k: v for k, v in pins.items() if k in PEER_PACKAGES}
+
+
+# ----------------------------------------------------------------------------------------------------- the workers
+def _digits():
+    from minidiff import data
+
+    return data.load_images("mnist5k", "train", profile="cpu").x        # (4000, 1, 28, 28) in [-1, 1]
+
+
+def _timed_loop(step_fn, budget: float) -> tuple[int, float]:
+    """Call ``step_fn(step, seconds)`` until ``budget`` seconds have passed; returns (steps, seconds)."""
+    t0 = time.perf_counter()
+    step = 0
+    while (elapsed := time.perf_counter() - t0) < budget:
+        step_fn(step, elapsed)
+        step += 1
+    return step, time.perf_counter() - t0
+
+
+def worker_minidiff(args) -> dict:
+    import torch
+
+    from minidiff import config, data
+    from minidiff.diffusion import ddim, ddpm, schedules
+    from minidiff.nets import UNet, count_parameters
+    from minidiff.train import TrainConfig, train
+
+    D = config.get_profile("cpu").ddpm
+    config.seed_everything(args.seed)
+    x = _digits()
+    sched = schedules.make_schedule("cosine", 1000)
+    unet = UNet(1, D.base_channels, D.channel_mults, attention=D.attention, patch=D.patch)
+    res = train(unet, lambda m, b: ddpm.ddpm_loss(m, sched, b, prediction="eps"),
+                data.TensorSampler(x, batch_size=D.batch, seed=args.seed),
+                TrainConfig(steps=10**7, lr=D.lr, warmup=D.warmup, ema_decay=D.ema_decay, max_seconds=args.budget,
+                            anneal_by_time=True, seed=args.seed, progress=False))
+    out = {"params": count_parameters(unet), "train_steps": res.step, "train_seconds": res.seconds,
+           "batch": D.batch, "images_per_s": res.step * D.batch / res.seconds, "config": "cpu-profile DDPM U-Net "
+           f"(base {D.base_channels}, mults {D.channel_mults}, patch {D.patch}), T=1000 cosine, lr {D.lr}, "
+           f"batch {D.batch}, EMA {D.ema_decay}"}
+    g = torch.Generator().manual_seed(args.seed + 1)
+    net = res.ema.eval()
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        out["samples"] = torch.cat([ddim.ddim_sample(net, sched, (n, 1, 28, 28), steps=50, generator=g, clip_x0=True,
+                                                     progress=False) for n in _chunks(args.samples, 250)]).clamp(-1, 1)
+    out["sample_seconds"], out["nfe"], out["sampler"] = time.perf_counter() - t0, 50, "DDIM, eta 0, 50 steps"
+    extra = {}
+    if not args.skip_ancestral:
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            extra["ancestral_1000"] = torch.cat([ddpm.sample(net, sched, (n, 1, 28, 28), generator=g, clip_x0=True,
+                                                             progress=False)
+                                                 for n in _chunks(args.samples, 250)]).clamp(-1, 1)
+        out["ancestral_seconds"] = time.perf_counter() - t0
+        for eta in (1.0,):
+            with torch.no_grad():
+                extra[f"ddim50_eta{eta:g}"] = torch.cat([ddim.ddim_sample(net, sched, (n, 1, 28, 28), steps=50, eta=eta,
+                                                                          generator=g, clip_x0=True, progress=False)
+                                                         for n in _chunks(args.samples, 250)]).clamp(-1, 1)
+    out["extra_samples"] = extra
+    return out
+
+
+def worker_ddpm_pytorch(args) -> dict:
+    import torch
+    import torch.nn.functional as F
+    from denoising_diffusion_pytorch import GaussianDiffusion, Unet
+    from ema_pytorch import EMA
+
+    torch.manual_seed(args.seed)
+    x = F.pad((_digits() + 1) / 2, (2, 2, 2, 2))                    # [0, 1], 32x32 (the library normalises itself)
+    model = Unet(dim=64, dim_mults=(1, 2, 4, 8), channels=1, flash_attn=True)
+    nfe = args.peer_nfe or 250
+    diffusion = GaussianDiffusion(model, image_size=32, timesteps=1000, sampling_timesteps=nfe)
+    ema = EMA(diffusion, beta=0.995, update_every=10)
+    opt = torch.optim.Adam(diffusion.parameters(), lr=8e-5, betas=(0.9, 0.99))
+    gen = torch.Generator().manual_seed(args.seed)
+    batch, accumulate = 32, 2
+
+    def step(_i, _s):
+        for _ in range(accumulate):
+            idx = torch.randint(0, x.shape[0], (batch,), generator=gen)
+            (diffusion(x[idx]) / accumulate).backward()
+        torch.nn.utils.clip_grad_norm_(diffusion.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad()
+        ema.update()
+
+    steps, seconds = _timed_loop(step, args.budget)
+    out = {"params": sum(p.numel() for p in model.parameters()), "train_steps": steps, "train_seconds": seconds,
+           "batch": batch * accumulate, "images_per_s": steps * batch * accumulate / seconds,
+           "config": "README: Unet(dim=64, dim_mults=(1,2,4,8), flash_attn=True), 1000 steps, Trainer defaults "
+                     "(Adam 8e-5, batch 32 x 2 accumulation, EMA 0.995 every 10), 32x32 padded"}
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        s = torch.cat([ema.ema_model.sample(batch_size=n) for n in _chunks(args.samples, 250)])
+    out["sample_seconds"], out["nfe"] = time.perf_counter() - t0, nfe
+    out["sampler"] = f"its DDIM (sampling_timesteps={nfe})"
+    out["samples"] = (s[:, :, 2:30, 2:30] * 2 - 1).clamp(-1, 1)
+    return out
+
+
+def worker_diffusers(args) -> dict:
+    import torch
+    from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
+
+    torch.manual_seed(args.seed)
+    x = _digits()
+    net = UNet2DModel(sample_size=28, in_channels=1, out_channels=1, layers_per_block=2, block_out_channels=(32, 64, 64),
+                      down_block_types=("DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"),
+                      up_block_types=("AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D"))
+    sched = DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2")
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    gen = torch.Generator().manual_seed(args.seed)
+    batch = 128
+
+    def step(_i, _s):
+        idx = torch.randint(0, x.shape[0], (batch,), generator=gen)
+        clean = x[idx]
+        noise = torch.randn(clean.shape, generator=gen)
+        t = torch.randint(0, 1000, (batch,), generator=gen)
+        loss = torch.nn.functional.mse_loss(net(sched.add_noise(clean, noise, t), t).sample, noise)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    steps, seconds = _timed_loop(step, args.budget)
+    out = {"params": sum(p.numel() for p in net.parameters()), "train_steps": steps, "train_seconds": seconds,
+           "batch": batch, "images_per_s": steps * batch / seconds,
+           "config": "HF course MNIST UNet2DModel (32, 64, 64), 2 layers/block, attention in 2 blocks; "
+                     "DDPMScheduler(1000, squaredcos_cap_v2); Adam 1e-3, batch 128"}
+    if args.peer_nfe:
+        sampler = DDIMScheduler.from_config(sched.config)
+        sampler.set_timesteps(args.peer_nfe)
+        out["sampler"], out["nfe"] = f"DDIMScheduler, {args.peer_nfe} steps", args.peer_nfe
+    else:
+        sampler = sched
+        sampler.set_timesteps(1000)
+        out["sampler"], out["nfe"] = "DDPMScheduler, 1000 steps", 1000
+    net.eval()
+    g = torch.Generator().manual_seed(args.seed + 1)
+    t0 = time.perf_counter()
+    chunks = []
+    with torch.no_grad():
+        for n in _chunks(args.samples, 250):
+            s = torch.randn((n, 1, 28, 28), generator=g)
+            for t in sampler.timesteps:
+                s = sampler.step(net(s, t).sample, t, s, generator=g).prev_sample
+            chunks.append(s)
+    out["sample_seconds"] = time.perf_counter() - t0
+    out["samples"] = torch.cat(chunks).clamp(-1, 1)
+    return out
+
+
+WORKERS = {"minidiff": worker_minidiff, "ddpm-pytorch": worker_ddpm_pytorch, "diffusers": worker_diffusers}
+
+
+def _chunks(n: int, size: int):
+    return [min(size, n - i) for i in range(0, n, size)]
+
+
+# ------------------------------------------------------------------------------------------------------ the parent
+def run_contender(name: str, args, tmp: Path) -> dict:
+    out = tmp / f"{name}.pt"
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),
+               MINIDIFF_CHECKPOINT_DIR="off", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    if name != "minidiff":
+        env["PYTHONPATH"] = os.pathsep.join([str(PEERS), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    cmd = [sys.executable, __file__, "--worker", name, "--out", str(out), "--budget", str(args.budget),
+           "--threads", str(args.threads), "--samples", str(args.samples), "--seed", str(args.seed),
+           "--peer-nfe", str(args.peer_nfe)] + (["--skip-ancestral"] if args.skip_ancestral else [])
+    print(f"[{name}] training for {args.budget:g} s on {args.threads} thread(s), then sampling {args.samples} ...",
+          flush=True)
+    subprocess.run(cmd, env=env, check=True)
+    import torch
+
+    return torch.load(out, weights_only=False)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--budget", type=float, default=300.0, help="training seconds per contender")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--samples", type=int, default=500)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--peer-nfe", type=int, default=50, help="peer sampling steps; 0 = each library's default")
+    ap.add_argument("--contenders", nargs="+", default=list(CONTENDERS), choices=CONTENDERS)
+    ap.add_argument("--skip-ancestral", action="store_true", help="skip minidiff's 1,000-step reference sampling")
+    ap.add_argument("--worker", choices=CONTENDERS, help=argparse.SUPPRESS)
+    ap.add_argument("--out", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+
+    import torch
+
+    if args.worker:                                          # inside a fresh process with its own thread limit
+        torch.set_num_threads(args.threads)
+        res = WORKERS[args.worker](args)
+        torch.save(res, args.out)
+        return
+
+    sys.path.insert(0, str(HERE.parent))
+    from minidiff import data, metrics
+
+    if any(c != "minidiff" for c in args.contenders):
+        ensure_peers()
+    heldout = data.load_images("mnist5k", "test", profile="cpu").x
+    real = data.load_images("mnist5k", "train", profile="cpu").x[:args.samples]
+    baselines = {"real training digits": metrics.fid(real, heldout),
+                 "Gaussian noise": metrics.fid(torch.randn_like(real).clamp(-1, 1), heldout)}
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.contenders:
+            r = run_contender(name, args, Path(tmp))
+            samples = r.pop("samples")
+            extra = r.pop("extra_samples", {})
+            r.update(contender=name, fid=metrics.fid(samples, heldout),
+                     confidence=metrics.classifier_confidence(samples)["mean_max_prob"])
+            r["extra_fid"] = {k: metrics.fid(v, heldout) for k, v in extra.items()}
+            rows.append(r)
+            grid = HERE / "results" / f"time_to_quality_{args.budget:g}s_{name}.png"
+            _save_grid(samples[:64], grid)
+            print(f"[{name}] {r['train_steps']} steps, FID {r['fid']:.1f}; samples in {grid.relative_to(HERE.parent)}",
+                  flush=True)
+
+    best_peer = min((r for r in rows if r["contender"] != "minidiff"), key=lambda r: r["fid"], default=None)
+    md = next((r for r in rows if r["contender"] == "minidiff"), None)
+    print(f"\nTime to quality: {args.budget:g} s of training on {args.threads} CPU thread(s), {args.samples} samples, "
+          f"feature FID against 1,000 held-out MNIST-5k digits (lower is better)\n")
+    head = (f"{'contender':<14}{'params':>10}{'steps':>8}{'img/s':>8}{'sampler':>34}{'NFE':>6}{'sample s':>10}"
+            f"{'FID':>9}{'conf':>7}")
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        print(f"{r['contender']:<14}{r['params']:>10,}{r['train_steps']:>8}{r['images_per_s']:>8.0f}{r['sampler']:>34}"
+              f"{r['nfe']:>6}{r['sample_seconds']:>10.1f}{r['fid']:>9.1f}{r['confidence']:>7.2f}")
+    for k, v in baselines.items():
+        print(f"{'(' + k + ')':<48}{'':>32}{v:>9.1f}")
+    summary = {}
+    if md and best_peer:
+        summary["fid_ratio_best_peer_over_minidiff"] = best_peer["fid"] / md["fid"]
+        print(f"\nbest peer ({best_peer['contender']}) FID / minidiff FID = {summary['fid_ratio_best_peer_over_minidiff']:.1f}x"
+              f" (target >= 10x)")
+    if md and "ancestral_1000" in md["extra_fid"]:
+        anc = md["extra_fid"]["ancestral_1000"]
+        summary["minidiff_ddim50_over_ancestral1000"] = md["fid"] / anc
+        print(f"minidiff sampling: ancestral 1,000 steps FID {anc:.1f} ({md['ancestral_seconds']:.1f} s); "
+              f"DDIM 50 FID {md['fid']:.1f} = {md['fid'] / anc:.2f}x; "
+              + ", ".join(f"{k} {v:.1f}" for k, v in md["extra_fid"].items() if k != "ancestral_1000")
+              + " (target: within 1.10x at <= 50 calls)")
+    out = HERE / "results" / f"time_to_quality_{args.budget:g}s.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps({
+        "benchmark": "time_to_quality", "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": "python benchmarks/time_to_quality.py " + shlex.join(sys.argv[1:]), "machine": _machine(args.threads),
+        "torch": torch.__version__, "peers": peer_versions(), "budget_s": args.budget, "n_samples": args.samples,
+        "rows": rows, "baselines_fid": baselines, "summary": summary}, indent=2, default=float))
+    print(f"wrote {out}")
+
+
+def _machine(threads: int) -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, {threads} thread(s), {platform.system()}"
+
+
+def _save_grid(x, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torchvision
+
+    grid = torchvision.utils.make_grid((x + 1) / 2, nrow=8, padding=1)[0]
+    path.parent.mkdir(exist_ok=True)
+    plt.imsave(path, grid.numpy(), cmap="gray", vmin=0, vmax=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+"""book/results.md is rendered from the benchmark JSON: up to date, and carrying the JSON's numbers."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture()
+def render_results():
+    spec = importlib.util.spec_from_file_location("render_results", ROOT / "benchmarks" / "render_results.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_committed_page_is_up_to_date(render_results):
+    page = ROOT / "book" / "results.md"
+    assert page.exists(), "book/results.md is missing: run python benchmarks/render_results.py"
+    assert page.read_text() == render_results.render(), \
+        "book/results.md does not match benchmarks/results/*.json: run python benchmarks/render_results.py"
+
+
+def test_page_is_in_the_table_of_contents():
+    assert "file: book/results" in (ROOT / "_toc.yml").read_text()
+
+
+def test_tables_carry_the_json_numbers(render_results, tmp_path, monkeypatch):
+    monkeypatch.setattr(render_results, "RESULTS", tmp_path)
+    empty = render_results.render()
+    for command in ("benchmarks/time_to_quality.py", "benchmarks/train_throughput.py", "benchmarks/ssl_knn_time.py",
+                    "benchmarks/bench_kernels.py", "benchmarks/ddpm_fid.py"):
+        assert command in empty                      # each missing benchmark says how to produce it
+    row = dict(contender="minidiff", params=123456, train_steps=789, images_per_s=321.5, sampler="DDIM, 50 steps",
+               nfe=50, sample_seconds=4.25, fid=42.75, confidence=0.975, extra_fid={"ancestral_1000": 40.5},
+               ancestral_seconds=61.0)
+    peer = dict(row, contender="diffusers", params=654321, train_steps=111, fid=987.5, extra_fid={})
+    (tmp_path / "time_to_quality_300s.json").write_text(json.dumps(dict(
+        budget_s=300.0, n_samples=500, date="2026-01-02T03:04:05+00:00", machine="Test CPU, 2 cores",
+        command="python benchmarks/time_to_quality.py --budget 300", torch="9.9", peers={"diffusers": "0.1"},
+        rows=[row, peer], baselines_fid={"Gaussian noise": 1500.25},
+        summary={"fid_ratio_best_peer_over_minidiff": 987.5 / 42.75, "minidiff_ddim50_over_ancestral1000": 1.07})))
+    page = render_results.render()
+    for text in ("| minidiff | 123,456 | 789 | 321.5 | DDIM, 50 steps | 50 | 4.25 | 42.8 | 0.975 |",
+                 "| diffusers | 654,321 | 111 |", "987.5", "1,500.2", "**23.1x**", "ancestral 1000 FID 40.5",
+                 "2026-01-02T03:04:05+00:00", "Test CPU, 2 cores", "`python benchmarks/time_to_quality.py --budget 300`",
+                 "diffusers 0.1", "= 1.07"):
+        assert text in page, text
+    assert "Not measured yet" not in page.split("## Training throughput")[0]   # gone once there is data
