@@ -81,6 +81,10 @@ def time_to_quality() -> str:
                    if "ancestral_seconds" in md else ""))
         if "minidiff_ddim50_over_ancestral1000" in s:
             notes.append(f"DDIM-50 FID / 1,000-step ancestral FID = {s['minidiff_ddim50_over_ancestral1000']:.2f}")
+        if "minidiff_best50_over_ancestral1000" in s:
+            b = s["minidiff_best50_over_ancestral1000"]
+            notes.append(f"best sampler at 50 network calls: {b['sampler']}, FID {b['fid']:.1f} = {b['ratio']:.2f}x the "
+                         "1,000-step ancestral FID")
         out.append("\n" + "".join(f"- {n}\n" for n in notes) + "\n" + _provenance(d, name))
     return "".join(out)
 

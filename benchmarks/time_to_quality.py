@@ -11,7 +11,8 @@ Contenders, each with its own documented small-image configuration:
 * ``minidiff``: chapter 04's DDPM U-Net of the ``cpu`` profile (``config.get_profile("cpu").ddpm``: 32 base channels,
   2x2 patches, EMA), T = 1000 cosine schedule, cosine learning-rate decay over the wall-clock budget
   (``TrainConfig.anneal_by_time``); sampled with DDIM, 50 network calls, and also with the 1,000-step ancestral
-  sampler to check the sampling target (50 calls within 10% of the 1,000-step FID).
+  sampler, DDIM with eta = 1 and DPM-Solver++(2M) (SDE and ODE) at 50 calls, to check the sampling target (50 calls
+  within 10% of the 1,000-step FID).
 * ``ddpm-pytorch``: lucidrains' ``denoising-diffusion-pytorch``, its README configuration: ``Unet(dim=64,
   dim_mults=(1, 2, 4, 8), flash_attn=True)``, ``GaussianDiffusion(timesteps=1000, sampling_timesteps=250)``, its
   ``Trainer`` defaults reproduced step for step (Adam lr 8e-5, betas (0.9, 0.99), batch 32 with 2 accumulation
@@ -37,8 +38,8 @@ import os
 import platform
 import shlex
 import subprocess
-import sys
 import tempfile
+import sys
 import time
 from pathlib import Path
 
@@ -97,7 +98,7 @@ def worker_minidiff(args) -> dict:
     import torch
 
     from minidiff import config, data
-    from minidiff.diffusion import ddim, ddpm, schedules
+    from minidiff.diffusion import ddim, ddpm, dpm_solver, schedules
     from minidiff.nets import UNet, count_parameters
     from minidiff.train import TrainConfig, train
 
@@ -129,11 +130,14 @@ def worker_minidiff(args) -> dict:
                                                              progress=False)
                                                  for n in _chunks(args.samples, 250)]).clamp(-1, 1)
         out["ancestral_seconds"] = time.perf_counter() - t0
-        for eta in (1.0,):
-            with torch.no_grad():
-                extra[f"ddim50_eta{eta:g}"] = torch.cat([ddim.ddim_sample(net, sched, (n, 1, 28, 28), steps=50, eta=eta,
-                                                                          generator=g, clip_x0=True, progress=False)
-                                                         for n in _chunks(args.samples, 250)]).clamp(-1, 1)
+    with torch.no_grad():
+        extra["ddim50_eta1"] = torch.cat([ddim.ddim_sample(net, sched, (n, 1, 28, 28), steps=50, eta=1.0, generator=g,
+                                                           clip_x0=True, progress=False)
+                                          for n in _chunks(args.samples, 250)]).clamp(-1, 1)
+        for sde in (True, False):
+            extra[f"dpmpp2m_{'sde' if sde else 'ode'}50"] = torch.cat([
+                dpm_solver.dpmpp_2m_sample(net, sched, (n, 1, 28, 28), steps=50, sde=sde, generator=g, clip_x0=True,
+                                           progress=False) for n in _chunks(args.samples, 250)]).clamp(-1, 1)
     out["extra_samples"] = extra
     return out
 
@@ -170,7 +174,7 @@ def worker_ddpm_pytorch(args) -> dict:
                      "(Adam 8e-5, batch 32 x 2 accumulation, EMA 0.995 every 10), 32x32 padded"}
     t0 = time.perf_counter()
     with torch.no_grad():
-        s = torch.cat([ema.ema_model.sample(batch_size=n) for n in _chunks(args.samples, 250)])
+        s = torch.cat([ema.ema_model.sample(batch_size=n) for n in _chunks(args.samples, 50)])
     out["sample_seconds"], out["nfe"] = time.perf_counter() - t0, nfe
     out["sampler"] = f"its DDIM (sampling_timesteps={nfe})"
     out["samples"] = (s[:, :, 2:30, 2:30] * 2 - 1).clamp(-1, 1)
@@ -237,8 +241,19 @@ def _chunks(n: int, size: int):
 
 
 # ------------------------------------------------------------------------------------------------------ the parent
-def run_contender(name: str, args, tmp: Path) -> dict:
-    out = tmp / f"{name}.pt"
+CACHE = HERE / ".cache"
+
+
+def run_contender(name: str, args) -> dict:
+    """Run one contender in a fresh process; its result is kept in ``benchmarks/.cache`` (``--reuse`` loads it
+    instead of running again, so a long benchmark can be completed contender by contender)."""
+    import torch
+
+    out = CACHE / f"ttq_{name}_{args.budget:g}s_{args.samples}_seed{args.seed}_nfe{args.peer_nfe}_t{args.threads}.pt"
+    if args.reuse and out.exists():
+        print(f"[{name}] reusing {out.relative_to(HERE.parent)}", flush=True)
+        return torch.load(out, weights_only=False)
+    CACHE.mkdir(exist_ok=True)
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),
                MINIDIFF_CHECKPOINT_DIR="off", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     if name != "minidiff":
@@ -249,8 +264,6 @@ def run_contender(name: str, args, tmp: Path) -> dict:
     print(f"[{name}] training for {args.budget:g} s on {args.threads} thread(s), then sampling {args.samples} ...",
           flush=True)
     subprocess.run(cmd, env=env, check=True)
-    import torch
-
     return torch.load(out, weights_only=False)
 
 
@@ -263,6 +276,7 @@ def main():
     ap.add_argument("--peer-nfe", type=int, default=50, help="peer sampling steps; 0 = each library's default")
     ap.add_argument("--contenders", nargs="+", default=list(CONTENDERS), choices=CONTENDERS)
     ap.add_argument("--skip-ancestral", action="store_true", help="skip minidiff's 1,000-step reference sampling")
+    ap.add_argument("--reuse", action="store_true", help="reuse contenders' results kept in benchmarks/.cache")
     ap.add_argument("--worker", choices=CONTENDERS, help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -272,7 +286,9 @@ def main():
     if args.worker:                                          # inside a fresh process with its own thread limit
         torch.set_num_threads(args.threads)
         res = WORKERS[args.worker](args)
-        torch.save(res, args.out)
+        tmp = Path(args.out).with_suffix(".tmp")
+        torch.save(res, tmp)
+        os.replace(tmp, args.out)                            # never a half-written result
         return
 
     sys.path.insert(0, str(HERE.parent))
@@ -285,19 +301,18 @@ def main():
     baselines = {"real training digits": metrics.fid(real, heldout),
                  "Gaussian noise": metrics.fid(torch.randn_like(real).clamp(-1, 1), heldout)}
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for name in args.contenders:
-            r = run_contender(name, args, Path(tmp))
-            samples = r.pop("samples")
-            extra = r.pop("extra_samples", {})
-            r.update(contender=name, fid=metrics.fid(samples, heldout),
-                     confidence=metrics.classifier_confidence(samples)["mean_max_prob"])
-            r["extra_fid"] = {k: metrics.fid(v, heldout) for k, v in extra.items()}
-            rows.append(r)
-            grid = HERE / "results" / f"time_to_quality_{args.budget:g}s_{name}.png"
-            _save_grid(samples[:64], grid)
-            print(f"[{name}] {r['train_steps']} steps, FID {r['fid']:.1f}; samples in {grid.relative_to(HERE.parent)}",
-                  flush=True)
+    for name in args.contenders:
+        r = run_contender(name, args)
+        samples = r.pop("samples")
+        extra = r.pop("extra_samples", {})
+        r.update(contender=name, fid=metrics.fid(samples, heldout),
+                 confidence=metrics.classifier_confidence(samples)["mean_max_prob"])
+        r["extra_fid"] = {k: metrics.fid(v, heldout) for k, v in extra.items()}
+        rows.append(r)
+        grid = HERE / "results" / f"time_to_quality_{args.budget:g}s_{name}.png"
+        _save_grid(samples[:64], grid)
+        print(f"[{name}] {r['train_steps']} steps, FID {r['fid']:.1f}; samples in {grid.relative_to(HERE.parent)}",
+              flush=True)
 
     best_peer = min((r for r in rows if r["contender"] != "minidiff"), key=lambda r: r["fid"], default=None)
     md = next((r for r in rows if r["contender"] == "minidiff"), None)
@@ -320,10 +335,13 @@ def main():
     if md and "ancestral_1000" in md["extra_fid"]:
         anc = md["extra_fid"]["ancestral_1000"]
         summary["minidiff_ddim50_over_ancestral1000"] = md["fid"] / anc
+        fast = {"ddim50": md["fid"], **{k: v for k, v in md["extra_fid"].items() if k != "ancestral_1000"}}
+        best = min(fast, key=fast.get)
+        summary["minidiff_best50_over_ancestral1000"] = {"sampler": best, "fid": fast[best], "ratio": fast[best] / anc}
         print(f"minidiff sampling: ancestral 1,000 steps FID {anc:.1f} ({md['ancestral_seconds']:.1f} s); "
               f"DDIM 50 FID {md['fid']:.1f} = {md['fid'] / anc:.2f}x; "
               + ", ".join(f"{k} {v:.1f}" for k, v in md["extra_fid"].items() if k != "ancestral_1000")
-              + " (target: within 1.10x at <= 50 calls)")
+              + f"; best at 50 calls: {best} = {fast[best] / anc:.2f}x (target: within 1.10x at <= 50 calls)")
     out = HERE / "results" / f"time_to_quality_{args.budget:g}s.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps({
