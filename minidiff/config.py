@@ -166,6 +166,7 @@ class SamplingConfig:
     likelihood_steps: int = 20
     toy_steps: int = 2000
     toy_hidden: int = 128
+    dpm_variants: tuple[str, ...] = ("sde", "ode")   # DPM-Solver++(2M) variants compared at 50 calls
 
 
 @dataclass(frozen=True)
@@ -347,7 +348,7 @@ _PROFILES: dict[str, Profile] = {
         ),
         sampling=SamplingConfig(ddim_steps=(10, 20, 50), etas=(0.0, 1.0), n_samples=64, fid_tolerance=1.0,
                                 encode_steps=50, sde_nfe=(20, 50), likelihood_images=32, likelihood_steps=25,
-                                toy_steps=600, toy_hidden=64),
+                                toy_steps=600, toy_hidden=64, dpm_variants=("sde",)),
         dit=DiTChapterConfig(steps=200, scaling=(("DiT-Tiny/4", 7), ("DiT-Tiny/4", 4), ("DiT-Mini/4", 7)),
                              n_samples=100, sample_steps=20),
         unet=UNetChapterConfig(unet="UNet-XS", T=50, batch=64, steps=100, eval_images=300, n_samples=100),

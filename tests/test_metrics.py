@@ -130,3 +130,30 @@ def test_class_agreement_by_hand(monkeypatch):
     assert out["mean_max_prob"] == pytest.approx(0.91)
     with pytest.raises(ValueError, match=r"requested must be int64 labels of shape \(8,\)"):
         metrics.class_agreement(x, req[:3])
+
+
+def test_feature_cache_reuses_only_the_same_unmodified_set(mnist, monkeypatch):
+    x = mnist[0].x[:600].clone()
+    calls = []
+    real_net = metrics.feature_net
+
+    def counting(device):
+        calls.append(device)
+        return real_net(device)
+
+    monkeypatch.setattr(metrics, "feature_net", counting)
+    monkeypatch.setattr(metrics, "_FEATURE_CACHE", [])
+    f1 = metrics.extract_features(x)
+    f2 = metrics.extract_features(x)
+    assert len(calls) == 1 and torch.equal(f1, f2)             # the same tensor: remembered
+    f2.zero_()                                                  # callers get a copy, not the cached tensor
+    assert torch.equal(metrics.extract_features(x), f1) and len(calls) == 1
+    y = x.clone()
+    assert torch.equal(metrics.extract_features(y), f1) and len(calls) == 2     # another tensor: computed
+    x.mul_(0.5)                                                 # modified in place: computed again, new values
+    f3 = metrics.extract_features(x)
+    assert len(calls) == 3 and not torch.allclose(f3, f1)
+    small = mnist[0].x[:10].clone()
+    metrics.extract_features(small)
+    metrics.extract_features(small)
+    assert len(calls) == 5                                      # small sets are not cached
