@@ -137,14 +137,10 @@ def _model_device(model, device):
         return torch.device("cpu")
 
 
-@torch.no_grad()
-def ddim_sample(model: Callable, schedule: NoiseSchedule, shape: tuple[int, ...], steps: int = 50,
-                spacing: str = "uniform", eta: float = 0.0, prediction: str = "eps", x_T: torch.Tensor | None = None,
-                device=None, generator: torch.Generator | None = None, clip_x0: bool = False,
-                return_trajectory: bool = False, progress: bool = True, model_kwargs: dict | None = None):
-    """Sample with :func:`ddim_step` on ``timesteps(T, steps, spacing)``: ``steps`` network calls. Starts from
-    ``x_T`` when given (e.g. from :func:`ddim_encode`), else from N(0, I). Returns the samples, or
-    ``(samples, trajectory)`` with a list of ``(t, x_t)`` on the CPU."""
+def _sampler_setup(model, schedule: NoiseSchedule, shape, steps: int, spacing: str, prediction: str, x_T, device,
+                   generator):
+    """What every sampler on a sub-sequence needs: checks, the device, a noise source on the generator's device, the
+    start x_T, and the ``(t, t_prev)`` pairs from ``T-1`` down to ``(t_0, -1)``."""
     _check_schedule(schedule)
     _check_prediction(prediction)
     device = _model_device(model, device)
@@ -160,10 +156,21 @@ def ddim_sample(model: Callable, schedule: NoiseSchedule, shape: tuple[int, ...]
     x = x_T.to(device) if x_T is not None else randn()
     seq = timesteps(schedule.T, steps, spacing).tolist()
     prev = [-1] + seq[:-1]
+    return device, randn, x, list(zip(reversed(seq), reversed(prev)))
+
+
+@torch.no_grad()
+def ddim_sample(model: Callable, schedule: NoiseSchedule, shape: tuple[int, ...], steps: int = 50,
+                spacing: str = "uniform", eta: float = 0.0, prediction: str = "eps", x_T: torch.Tensor | None = None,
+                device=None, generator: torch.Generator | None = None, clip_x0: bool = False,
+                return_trajectory: bool = False, progress: bool = True, model_kwargs: dict | None = None):
+    """Sample with :func:`ddim_step` on ``timesteps(T, steps, spacing)``: ``steps`` network calls. Starts from
+    ``x_T`` when given (e.g. from :func:`ddim_encode`), else from N(0, I). Returns the samples, or
+    ``(samples, trajectory)`` with a list of ``(t, x_t)`` on the CPU."""
+    device, randn, x, pairs = _sampler_setup(model, schedule, shape, steps, spacing, prediction, x_T, device, generator)
     traj = [(schedule.T, x.cpu())] if return_trajectory else None
     B = shape[0]
-    for t, s in tqdm(list(zip(reversed(seq), reversed(prev))), desc=f"DDIM {steps} steps", disable=not progress,
-                     leave=False):
+    for t, s in tqdm(pairs, desc=f"DDIM {steps} steps", disable=not progress, leave=False):
         tt = torch.full((B,), t, dtype=torch.long, device=device)
         out = model(x, tt, **(model_kwargs or {}))
         # at the last step (t_prev = -1) sigma is 0, so the noise drawn there is multiplied by 0

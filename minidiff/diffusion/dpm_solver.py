@@ -33,8 +33,8 @@ import torch
 
 from .._checks import check_same_shape, check_tensor
 from .._progress import tqdm
-from .ddim import _as_steps, _model_device, timesteps
-from .ddpm import _check_prediction, _check_schedule, predict_x0_eps
+from .ddim import _as_steps, _sampler_setup
+from .ddpm import _check_schedule, predict_x0_eps
 from .schedules import NoiseSchedule
 
 
@@ -99,25 +99,10 @@ def dpmpp_2m_sample(model: Callable, schedule: NoiseSchedule, shape: tuple[int, 
     grid in t makes the last steps (lambda from about 2.7 to 5 for the cosine schedule at 10 steps) too large for the
     second-order correction (the tests show the ODE error at 10 steps 7x smaller with the quadratic grid).
     ``clip_x0`` clamps each data prediction to [-1, 1]."""
-    _check_schedule(schedule)
-    _check_prediction(prediction)
-    device = _model_device(model, device)
-    if x_T is not None:
-        check_tensor(x_T, "x_T", floating=True)
-        if tuple(x_T.shape) != tuple(shape):
-            raise ValueError(f"x_T must have shape {tuple(shape)}, got {tuple(x_T.shape)}")
-    gen_device = generator.device if generator is not None else device
-
-    def randn():
-        return torch.randn(tuple(shape), generator=generator, device=gen_device).to(device)
-
-    x = x_T.to(device) if x_T is not None else randn()
-    seq = timesteps(schedule.T, steps, spacing).tolist()
-    prev = [-1] + seq[:-1]
+    device, randn, x, pairs = _sampler_setup(model, schedule, shape, steps, spacing, prediction, x_T, device, generator)
     B = shape[0]
     before = None
-    for t, s in tqdm(list(zip(reversed(seq), reversed(prev))), desc=f"DPM-Solver++(2M) {steps} steps",
-                     disable=not progress, leave=False):
+    for t, s in tqdm(pairs, desc=f"DPM-Solver++(2M) {steps} steps", disable=not progress, leave=False):
         tt = torch.full((B,), t, dtype=torch.long, device=device)
         x0, _ = predict_x0_eps(schedule, model(x, tt, **(model_kwargs or {})), x, tt, prediction)
         if clip_x0:
