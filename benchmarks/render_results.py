@@ -85,6 +85,8 @@ def time_to_quality() -> str:
             b = s["minidiff_best50_over_ancestral1000"]
             notes.append(f"best sampler at 50 network calls: {b['sampler']}, FID {b['fid']:.1f} = {b['ratio']:.2f}x the "
                          "1,000-step ancestral FID")
+        if d.get("note"):
+            notes.append(f"note: {d['note']}")
         out.append("\n" + "".join(f"- {n}\n" for n in notes) + "\n" + _provenance(d, name))
     return "".join(out)
 

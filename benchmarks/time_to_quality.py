@@ -277,6 +277,7 @@ def main():
     ap.add_argument("--contenders", nargs="+", default=list(CONTENDERS), choices=CONTENDERS)
     ap.add_argument("--skip-ancestral", action="store_true", help="skip minidiff's 1,000-step reference sampling")
     ap.add_argument("--reuse", action="store_true", help="reuse contenders' results kept in benchmarks/.cache")
+    ap.add_argument("--note", default="", help="a remark on this run, shown under its table in book/results.md")
     ap.add_argument("--worker", choices=CONTENDERS, help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -348,7 +349,8 @@ def main():
         "benchmark": "time_to_quality", "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": "python benchmarks/time_to_quality.py " + shlex.join(sys.argv[1:]), "machine": _machine(args.threads),
         "torch": torch.__version__, "peers": peer_versions(), "budget_s": args.budget, "n_samples": args.samples,
-        "rows": rows, "baselines_fid": baselines, "summary": summary}, indent=2, default=float))
+        "rows": rows, "baselines_fid": baselines, "summary": summary, "note": args.note}, indent=2,
+        default=float))
     print(f"wrote {out}")
 
 
