@@ -267,6 +267,19 @@ def run_contender(name: str, args) -> dict:
     return torch.load(out, weights_only=False)
 
 
+def _without_note(argv: list[str]) -> list[str]:
+    """The command line without ``--note TEXT`` (the note is kept in its own field and shown under the table)."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--note":
+            skip = True
+        elif not a.startswith("--note="):
+            out.append(a)
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--budget", type=float, default=300.0, help="training seconds per contender")
@@ -347,7 +360,8 @@ def main():
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps({
         "benchmark": "time_to_quality", "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": "python benchmarks/time_to_quality.py " + shlex.join(sys.argv[1:]), "machine": _machine(args.threads),
+        "command": "python benchmarks/time_to_quality.py " + shlex.join(_without_note(sys.argv[1:])),
+        "machine": _machine(args.threads),
         "torch": torch.__version__, "peers": peer_versions(), "budget_s": args.budget, "n_samples": args.samples,
         "rows": rows, "baselines_fid": baselines, "summary": summary, "note": args.note}, indent=2,
         default=float))

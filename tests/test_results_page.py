@@ -50,3 +50,17 @@ def test_tables_carry_the_json_numbers(render_results, tmp_path, monkeypatch):
                  "diffusers 0.1", "= 1.07"):
         assert text in page, text
     assert "Not measured yet" not in page.split("## Training throughput")[0]   # gone once there is data
+
+
+def test_chapter05_quotes_the_benchmark_json():
+    """Chapter 05 quotes the time-to-quality sampler comparison; its table must match the committed JSON."""
+    src = "".join("".join(c["source"]) for c in json.loads((ROOT / "chapters" / "05_sampling.ipynb").read_text())["cells"]
+                  if c["cell_type"] == "markdown")
+    for budget, label in ((300, "300 s"), (1200, "1,200 s")):
+        d = json.loads((ROOT / "benchmarks" / "results" / f"time_to_quality_{budget}s.json").read_text())
+        md = next(r for r in d["rows"] if r["contender"] == "minidiff")
+        x = md["extra_fid"]
+        cells = [x["ancestral_1000"], md["fid"], x["ddim50_eta1"], x["dpmpp2m_ode50"], x["dpmpp2m_sde50"]]
+        best = min(cells[1:])
+        want = f"| {label} | " + " | ".join(f"**{v:.1f}**" if v == best else f"{v:.1f}" for v in cells) + " |"
+        assert want in src, f"chapter 05's table row for {label} should read: {want}"
