@@ -53,7 +53,7 @@ def test_seed_everything_reproducible():
 
 def test_banner(monkeypatch):
     line = config.banner("04_ddpm", config.get_profile("ci"))
-    assert "profile=ci" in line and "device=" in line and "expected runtime: about 50 s" in line
+    assert "profile=ci" in line and "device=" in line and "expected runtime: about 45 s on 2 CPU cores" in line
     if not torch.cuda.is_available():
         with pytest.warns(UserWarning, match="no CUDA device"):
             config.banner("04_ddpm", config.get_profile("gpu"))
