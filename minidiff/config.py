@@ -168,6 +168,12 @@ class SamplingConfig:
     toy_hidden: int = 128
     dpm_variants: tuple[str, ...] = ("sde", "ode")   # DPM-Solver++(2M) variants compared at 50 calls
 
+    def __post_init__(self):
+        v = tuple(self.dpm_variants)
+        if not v or any(x not in ("sde", "ode") for x in v) or "sde" not in v:
+            raise ValueError(f"SamplingConfig.dpm_variants must be 'sde' or ('sde', 'ode') (chapter 05 asserts its "
+                             f"claim on the SDE variant), got {self.dpm_variants!r}")
+
 
 @dataclass(frozen=True)
 class DiTChapterConfig:

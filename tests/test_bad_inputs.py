@@ -78,6 +78,8 @@ CASES = [
     # config and training
     ("unknown profile", lambda: config.get_profile("huge"), ValueError, r"huge.*ci, cpu, gpu|profile"),
     ("negative seed", lambda: config.seed_everything(-1), ValueError, r"seed"),
+    ("unknown DPM-Solver++ variant in a profile", lambda: config.SamplingConfig(dpm_variants=("ode", "heun")), ValueError,
+     r"dpm_variants.*'heun'"),
     ("negative learning rate", lambda: TrainConfig(lr=-1e-3), ValueError, r"\blr\b"),
     ("model not a Module", lambda: train(lambda x: x, None, iter([]), TrainConfig()), TypeError, r"model"),
 ]
