@@ -23,7 +23,8 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install --disable-pip-version-check -e ".[book,test]" > $(VENV)/pip-install.log 2>&1 \
 		|| { tail -n 40 $(VENV)/pip-install.log; echo "!! installation failed; full log: $(VENV)/pip-install.log"; exit 1; }
-	@$(PY) -c 'import torch, torchvision, minidiff; print(">> ready: torch", torch.__version__, "| torchvision", torchvision.__version__, "| CUDA", torch.cuda.is_available())'
+	@$(PY) scripts/check_install.py
+	@$(PY) -c 'import torch, minidiff; print(">> ready: minidiff", minidiff.__version__, "| CUDA", torch.cuda.is_available())'
 	@touch $(STAMP)
 
 # The website. Runs start fresh (no checkpoints) so pages show what the code does. Executed notebooks are cached; switching PROFILE clears the cache so outputs match the profile.

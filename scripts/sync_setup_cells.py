@@ -3,8 +3,10 @@
     python scripts/sync_setup_cells.py          # rewrite chapters/*.ipynb in place
     python scripts/sync_setup_cells.py --check  # exit 1 if any chapter differs (used by the tests)
 
-The repository URL is defined once, in ``_config.yml`` (``repository.url``); the setup cell is this
-template with that URL and the chapter's name filled in, so every chapter starts identically.
+The repository URL and the ref (branch or release tag) are defined once, in ``_config.yml`` (``repository.url``
+and ``repository.branch``): the launch buttons open the notebooks at that ref, and the setup cell is this template
+with the same URL and ref and the chapter's name filled in, so a notebook never runs against a package from another
+version and every chapter starts identically. Each notebook's metadata also asks Colab for a GPU runtime.
 """
 
 from __future__ import annotations
@@ -20,26 +22,58 @@ ROOT = Path(__file__).resolve().parents[1]
 SETUP_TAG = "minidiff-setup"
 
 TEMPLATE = '''\
-# Setup: identical in every chapter (written by scripts/sync_setup_cells.py from _config.yml).
-# On Colab it installs minidiff from the repository; Colab's own torch is kept as it is.
-import subprocess, sys
-REPO_URL = "{url}"
-if "google.colab" in sys.modules:
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"minidiff @ git+{{REPO_URL}}"], check=True)
+# Setup: identical in every chapter (written by `make sync` from _config.yml).
+# Where minidiff is not installed (Colab, Kaggle, a bare Jupyter) it is installed from the repository at the ref the
+# launch buttons open; the runtime's own torch is used as it is, never reinstalled.
+# A browser disconnect leaves the runtime running: reconnect and go on. A runtime reset (or a timeout) erases the
+# runtime's disk and installed packages: run the chapter again from here; with config.use_google_drive() training
+# resumes from its last checkpoint and finished results are reloaded, because they live on your Drive.
+import importlib, importlib.util, subprocess, sys
+REPO_URL, REF = "{url}", "{ref}"
+if importlib.util.find_spec("minidiff") is None:
+    pip = subprocess.run([sys.executable, "-m", "pip", "install", f"minidiff @ git+{{REPO_URL}}@{{REF}}"],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    print(pip.stdout if pip.returncode else pip.stdout.strip().splitlines()[-1])   # pip's own words, errors included
+    if pip.returncode:
+        raise RuntimeError(f"could not install minidiff from {{REPO_URL}}@{{REF}} (pip's errors are printed above); "
+                           "if the course lives in another repository or branch, set REPO_URL and REF in this cell")
+    importlib.invalidate_caches()
 
 from minidiff import config
-# config.use_google_drive()  # Colab: keep checkpoints on Drive; after a disconnect, Run all resumes training
+# config.use_google_drive()  # Colab: keep checkpoints and finished results on Drive, so they survive a runtime reset
 P = config.get_profile()   # every size in this chapter comes from this profile
 print(config.banner("{chapter}"))'''
 
 
+# what each chapter's metadata asks of Colab: a GPU runtime
+COLAB_METADATA = {"accelerator": "GPU", "colab": {"gpuType": "T4"}}
+
+
+def _repository() -> dict:
+    return yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]
+
+
 def repo_url() -> str:
-    cfg = yaml.safe_load((ROOT / "_config.yml").read_text())
-    return cfg["repository"]["url"].rstrip("/")
+    return _repository()["url"].rstrip("/")
+
+
+def repo_ref() -> str:
+    """The branch or tag that both the launch buttons and the setup cells use (``repository.branch``)."""
+    return str(_repository().get("branch") or "main")
 
 
 def setup_source(chapter: str) -> str:
-    return TEMPLATE.format(url=repo_url(), chapter=chapter)
+    return TEMPLATE.format(url=repo_url(), ref=repo_ref(), chapter=chapter)
+
+
+def metadata_ok(nb) -> bool:
+    return (nb.metadata.get("accelerator") == COLAB_METADATA["accelerator"]
+            and nb.metadata.get("colab", {}).get("gpuType") == COLAB_METADATA["colab"]["gpuType"])
+
+
+def set_metadata(nb) -> None:
+    nb.metadata["accelerator"] = COLAB_METADATA["accelerator"]
+    nb.metadata.setdefault("colab", {})["gpuType"] = COLAB_METADATA["colab"]["gpuType"]
 
 
 def first_code_cell(nb):
@@ -53,7 +87,7 @@ def sync(path: Path, check: bool) -> bool:
     nb = nbformat.read(path, as_version=4)
     want = setup_source(path.stem)
     i, cell = first_code_cell(nb)
-    ok = cell is not None and cell.source == want and SETUP_TAG in cell.metadata.get("tags", [])
+    ok = cell is not None and cell.source == want and SETUP_TAG in cell.metadata.get("tags", []) and metadata_ok(nb)
     dirty = any(c.cell_type == "code" and (c.outputs or c.execution_count) for c in nb.cells)
     if check:
         return ok and not dirty
@@ -69,6 +103,7 @@ def sync(path: Path, check: bool) -> bool:
     for c in nb.cells:
         if c.cell_type == "code":
             c.outputs, c.execution_count = [], None
+    set_metadata(nb)
     nbformat.write(nb, path)
     return True
 
@@ -79,7 +114,7 @@ def main():
     args = ap.parse_args()
     bad = [p for p in sorted((ROOT / "chapters").glob("*.ipynb")) if not sync(p, args.check)]
     if args.check and bad:
-        print("setup cell out of date or outputs present in: " + ", ".join(p.name for p in bad)
+        print("setup cell or Colab metadata out of date, or outputs present, in: " + ", ".join(p.name for p in bad)
               + "\nrun: python scripts/sync_setup_cells.py")
         sys.exit(1)
 
