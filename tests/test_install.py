@@ -74,18 +74,22 @@ def test_check_install_passes_in_this_environment():
 
 def test_no_dependency_pins_anything_torch_pins():
     """The test extra once pinned triton apart from torch, which made pip backtrack to a torch/torchvision pair that
-    cannot load (issue 16). Nothing torch requires may be named by the package, and torch has no upper bound."""
+    cannot load (issue 16). Nothing that torch pins (``==`` or ``~=``: triton, the CUDA libraries) may be named by the
+    package, and torch itself has no upper bound and no exact version."""
     import tomllib
 
+    from packaging.requirements import Requirement
+
     meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    reqs = list(meta["dependencies"]) + [r for extra in meta["optional-dependencies"].values() for r in extra]
-    names = {r.split(";")[0].split("[")[0].split("<")[0].split(">")[0].split("=")[0].split("~")[0].strip().lower()
-             for r in reqs}
-    torch_pins = {r.split(";")[0].split("=")[0].split("~")[0].split("<")[0].split(">")[0].strip().lower()
-                  for r in (md.requires("torch") or [])}
-    assert not (names & (torch_pins - {"numpy"})), f"pinned apart from torch: {names & torch_pins}"
-    torch_req = next(r for r in meta["dependencies"] if r.startswith("torch") and not r.startswith("torchvision"))
-    assert "<" not in torch_req and "==" not in torch_req, torch_req
+    reqs = [Requirement(r) for r in meta["dependencies"]]
+    reqs += [Requirement(r) for extra in meta["optional-dependencies"].values() for r in extra]
+    pinned_by_torch = {r.name.lower() for r in map(Requirement, md.requires("torch") or [])
+                       if any(s.operator in ("==", "~=", "===") for s in r.specifier)}
+    assert "triton" in pinned_by_torch or sys.platform != "linux"   # the case this test is about
+    clash = {r.name.lower() for r in reqs} & pinned_by_torch
+    assert not clash, f"pinned apart from torch: {clash}"
+    [torch_req] = [r for r in reqs if r.name == "torch"]
+    assert all(s.operator == ">=" for s in torch_req.specifier), str(torch_req)
 
 
 # ----------------------------------------------------------------------------- the Colab path
@@ -153,7 +157,8 @@ def test_colab_style_install_leaves_torch_alone_and_pulls_no_tool_chain(tmp_path
     bad = subprocess.run([str(py), "-c", setup_cell(f"file://localhost{tmp_path}/no-such-repo", ref)], cwd=work,
                          env=env, capture_output=True, text=True, timeout=300)
     assert bad.returncode != 0
-    assert "no-such-repo" in bad.stdout and "ERROR" in bad.stdout, "pip's own error must be shown:\n" + bad.stdout
+    assert "does not appear to be a git repository" in bad.stdout and "did not run successfully" in bad.stdout, \
+        "pip's own error must be shown:\n" + bad.stdout
     assert f"could not install minidiff from file://localhost{tmp_path}/no-such-repo@{ref}" in bad.stderr
     assert "set REPO_URL and REF" in bad.stderr
 
