@@ -10,6 +10,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = sorted((ROOT / "chapters").glob("*.ipynb"))
+_REPO = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]
+REPO_PATH = re.escape(_REPO["url"].rstrip("/").split("github.com/")[-1])
+REF = re.escape(str(_REPO["branch"]))
 sys.path.insert(0, str(ROOT / "scripts"))
 import sync_setup_cells  # noqa: E402
 
@@ -39,7 +42,10 @@ def test_notebook_is_stripped_and_starts_with_the_setup_cell(nb_path):
     i, cell = sync_setup_cells.first_code_cell(nb)
     assert cell.source == sync_setup_cells.setup_source(nb_path.stem), "setup cell out of date: run make sync"
     assert i <= 1, "the setup cell must come first (after the title)"
-    assert "google.colab" in cell.source and "torch" not in cell.source.split("pip")[1].split("\n")[0]
+    install = next(line for line in cell.source.splitlines() if '"pip", "install"' in line)
+    assert "torch" not in install and "-q" not in install, "the setup cell installs only minidiff, and shows pip's output"
+    assert 'find_spec("minidiff") is None' in cell.source, "install wherever minidiff is missing, not only on Colab"
+    assert nb.metadata.get("accelerator") == "GPU" and nb.metadata["colab"]["gpuType"], "ask Colab for a GPU runtime"
 
 
 @pytest.mark.parametrize("nb_path", CHAPTERS, ids=lambda p: p.name)
@@ -52,10 +58,13 @@ def test_notebook_states_runtime_per_profile_and_has_exercises(nb_path):
     assert sum("hide-input" in c.metadata.get("tags", []) for c in nb.cells if c.cell_type == "code") >= 3
 
 
-def test_repository_url_defined_once_and_used_by_setup_cells():
-    url = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"]
+def test_repository_url_and_ref_defined_once_and_used_by_setup_cells():
+    """The setup cells install the ref that the launch buttons open (``repository.branch``), from the same URL."""
+    repo = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]
     for nb_path in CHAPTERS:
-        assert f'REPO_URL = "{url}"' in nbformat.read(nb_path, as_version=4).cells[1].source
+        _, cell = sync_setup_cells.first_code_cell(nbformat.read(nb_path, as_version=4))
+        assert f'REPO_URL, REF = "{repo["url"]}", "{repo["branch"]}"' in cell.source, nb_path.name
+        assert 'f"minidiff @ git+{REPO_URL}@{REF}"' in cell.source
 
 
 @pytest.mark.book
@@ -68,7 +77,8 @@ def test_book_builds_with_executed_chapter_and_colab_link(built_book):
         assert page.count("<img") >= 4, f"{nb.stem}: executed figures missing"
         assert "minidiff | profile=ci" in page, f"{nb.stem}: the setup cell's output is missing"
         # a Colab launch link pointing at this chapter's notebook in the repository
-        assert re.search(rf'colab\.research\.google\.com/github/[^"]+/blob/main/chapters/{nb.stem}\.ipynb', page)
+        # (at the ref the setup cells install: repository.branch of _config.yml)
+        assert re.search(rf'colab\.research\.google\.com/github/{REPO_PATH}/blob/{REF}/chapters/{nb.stem}\.ipynb', page)
         # citations resolved to the bibliography, none left as raw roles
         assert "references.html#" in page and "{cite" not in page, f"{nb.stem}: unresolved citations"
     ddpm = (html / "chapters" / "04_ddpm.html").read_text()
