@@ -605,3 +605,6 @@ def with_overrides(profile: Profile, **sections) -> Profile:
             raise ValueError(f"profile has no section {section!r}")
         updates[section] = replace(current, **fields)
     return replace(profile, **updates)
+
+
+from .cache import cache_path, cached  # noqa: E402,F401  (config.cached(...): finished artifacts, see minidiff/cache.py)
