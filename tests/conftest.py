@@ -2,9 +2,13 @@
 
 import os
 
-# The Triton kernels run on CPU only through Triton's interpreter, which must be switched on before triton is first
-# imported (tests/test_kernels.py). On a GPU machine set TRITON_INTERPRET=0 to test the compiled kernels instead.
-os.environ.setdefault("TRITON_INTERPRET", "1")
+import torch  # importing torch and asking torch.cuda.is_available() do not import triton (test_kernel_selfcheck.py)
+
+# Without a CUDA device the Triton kernels run only through Triton's interpreter, which must be switched on before
+# triton is first imported (tests/test_kernels.py, tests/test_kernel_selfcheck.py). With one, the tests check the
+# compiled kernels; set TRITON_INTERPRET=1 yourself to test the interpreter there.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import subprocess
 import sys
