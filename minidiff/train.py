@@ -17,6 +17,13 @@ Training state is never lost:
 - a nan/inf loss stops training with :class:`TrainingDiverged` *before* the bad update, so the last
   good checkpoint (and the in-memory weights) stay intact.
 
+The wall-clock budget ``cfg.max_seconds`` is cumulative across resumes: each checkpoint stores the training time
+so far (``elapsed``: time spent in training steps, not in evaluation, up to that checkpoint), and a resumed call
+only trains for what is left of the budget. A run whose budget is already spent returns at once with
+``stopped == "time"``; to train longer, raise ``max_seconds`` (or ``steps``). Work done after the last checkpoint
+of an interrupted call is redone on resume, and so is not counted twice. ``anneal_by_time`` follows the same
+cumulative clock.
+
 Example::
 
     cfg = TrainConfig(steps=2000, lr=2e-3, ckpt_dir="runs/ddpm")
@@ -56,7 +63,9 @@ class CheckpointError(RuntimeError):
 @dataclass
 class TrainConfig:
     """Hyper-parameters and budgets of :func:`train`. ``steps`` is the step budget, ``max_seconds`` an optional
-    wall-clock budget (whichever comes first ends training)."""
+    wall-clock budget (whichever comes first ends training). Both are totals for the run, across resumes: a run
+    resumed from its checkpoint at step ``s`` after ``e`` seconds of training trains up to ``steps - s`` more steps
+    and ``max_seconds - e`` more seconds (time spent in ``evaluate`` is not training time)."""
 
     steps: int = 1000
     lr: float = 1e-3
@@ -115,7 +124,9 @@ class TrainConfig:
 @dataclass
 class TrainResult:
     """What :func:`train` returns: the trained model, its EMA copy (or the model itself when EMA is off),
-    the history (``step``, ``loss``, ``lr``, ``time``), the number of steps done and why training stopped."""
+    the history (``step``, ``loss``, ``lr``, ``time``), the number of steps done and why training stopped
+    (``"steps"`` or ``"time"``). ``seconds`` and ``history["time"]`` are cumulative training time, counting the
+    earlier calls of a resumed run."""
 
     model: nn.Module
     ema: nn.Module
@@ -130,7 +141,8 @@ class TrainResult:
 def lr_at(step: int, cfg: TrainConfig, seconds: float | None = None) -> float:
     """Learning rate at ``step``: linear warmup over ``cfg.warmup`` steps, then cosine decay from ``cfg.lr`` to
     ``cfg.min_lr_ratio * cfg.lr`` at ``cfg.steps``. With ``cfg.anneal_by_time``, ``seconds`` of training out of
-    ``cfg.max_seconds`` also count as progress (the larger of the two fractions wins)."""
+    ``cfg.max_seconds`` also count as progress (the larger of the two fractions wins); :func:`train` passes the
+    cumulative training time of the run, so a resumed run continues the decay where it stopped."""
     if cfg.warmup and step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
     span = max(1, cfg.steps - cfg.warmup)
@@ -390,10 +402,11 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, object], torch.Tensor]
                dynamic_ncols=True, leave=True)
     try:
         while step < cfg.steps:
-            if cfg.max_seconds is not None and time.perf_counter() - t_start - paused >= cfg.max_seconds:
+            seconds = elapsed()   # cumulative training time: earlier calls of a resumed run count too
+            if cfg.max_seconds is not None and seconds >= cfg.max_seconds:
                 stopped = "time"
                 break
-            lr = lr_at(step, cfg, elapsed())
+            lr = lr_at(step, cfg, seconds)
             for g in optimizer.param_groups:
                 g["lr"] = lr
             batch = next(batches)

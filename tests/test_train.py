@@ -300,3 +300,47 @@ def test_channels_last_trains_to_the_same_numbers_and_compile_wraps_the_model(mo
     r = run(compile=True)
     assert len(wrapped) == 1 and wrapped[0] is r.model       # the loss saw the compiled model...
     assert r.history["loss"] == pytest.approx(plain.history["loss"], rel=1e-5)   # ...which trains the same weights
+
+
+def test_wall_clock_budget_is_cumulative_across_resumes(tmp_path):
+    """max_seconds is a budget for the whole run: a run interrupted twice and resumed ends after about max_seconds of
+    training in total (not max_seconds per call), a resume with the budget spent does no step, and anneal_by_time
+    follows the same cumulative clock (the learning rate never jumps back up at a resume)."""
+    import time as _time
+
+    budget, pause = 1.2, 0.02
+
+    def slow_loss(m, b):            # about 20 ms a step, so the clock, not the step count, ends the run
+        _time.sleep(pause)
+        return m(b).pow(2).mean()
+
+    x = torch.randn(16, 4)
+
+    def run(stop=None):
+        torch.manual_seed(0)
+        c = TrainConfig(steps=10**6, lr=0.1, warmup=0, min_lr_ratio=0.1, max_seconds=budget, anneal_by_time=True,
+                        ema_decay=None, ckpt_dir=tmp_path, ckpt_every=4, progress=False, log_every=1)
+        return train(torch.nn.Linear(4, 1), slow_loss, iter(lambda: x, None), c,
+                     callback=_interrupt_at(stop) if stop else None)
+
+    train(torch.nn.Linear(4, 1), lambda m, b: m(b).pow(2).mean(), iter(lambda: x, None),  # warm up: the first
+          TrainConfig(steps=2, ema_decay=None, progress=False))                               # step of a process is slow
+    for stop in (10, 22):           # interrupted after the checkpoints of steps 8 and 20 (the steps after them are redone)
+        with pytest.raises(Interrupt):
+            run(stop)
+    saved = load_checkpoint(list_checkpoints(tmp_path)[-1])
+    assert saved["step"] == 20 and 20 * pause <= saved["elapsed"] < budget
+
+    r = run()
+    assert r.resumed_from == 20 and r.stopped == "time"
+    assert budget <= r.seconds < budget + 0.3, r.seconds        # one budget in all, not 1.2 s more after step 20
+    assert r.history["time"][-1] < budget + 0.3
+    # every step sleeps `pause`, so what was left of the budget after step 20 holds at most this many steps
+    assert r.step - 20 <= (budget - saved["elapsed"]) / pause + 2, (r.step, saved["elapsed"])
+    lrs = r.history["lr"]
+    assert all(b <= a * (1 + 1e-9) for a, b in zip(lrs, lrs[1:])), "the learning rate jumped back up at a resume"
+    assert lrs[-1] < 0.1 * 0.1 + 0.05 * 0.1 * 0.9, lrs[-1]       # near the floor at the end of the budget
+
+    again = run()                   # the budget is spent: no further step, reported as stopped by time
+    assert again.resumed_from == r.step and again.step == r.step and again.stopped == "time"
+    assert again.history["step"] == r.history["step"] and again.seconds < budget + 0.3
