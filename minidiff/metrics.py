@@ -95,8 +95,10 @@ _CACHE_MIN_IMAGES, _CACHE_SIZE = 500, 4
 
 @torch.no_grad()
 def extract_features(x: torch.Tensor, batch_size: int = 500, device=None) -> torch.Tensor:
-    """64-d features (float64, CPU) of images ``x`` (N, 1, 28, 28) in [-1, 1]. Sets of at least 500 images are
-    remembered (the same tensor, unmodified, is not passed through the network twice)."""
+    """64-d features (float64, CPU) of images ``x`` (N, 1, 28, 28) in [-1, 1]. The network runs in float32 on
+    ``device`` (default: ``x``'s device); its features are moved to the CPU before they are cast to float64, so no
+    float64 tensor is made on the device (MPS has no float64). Sets of at least 500 images are remembered (the same
+    tensor, unmodified, is not passed through the network twice)."""
     _images(x, "x")
     device = torch.device(device) if device is not None else x.device
     key = (x.data_ptr(), tuple(x.shape), x.stride(), x.dtype, x.device, x._version, device)
@@ -104,7 +106,7 @@ def extract_features(x: torch.Tensor, batch_size: int = 500, device=None) -> tor
         if held is x and k == key:
             return f.clone()
     net = feature_net(device)
-    out = torch.cat([net.features(x[i:i + batch_size].to(device, torch.float32)).double().cpu()
+    out = torch.cat([net.features(x[i:i + batch_size].to(torch.float32).to(device)).cpu().double()
                      for i in range(0, x.shape[0], batch_size)])
     if x.shape[0] >= _CACHE_MIN_IMAGES and not x.requires_grad:
         _FEATURE_CACHE.insert(0, (x, key, out.clone()))

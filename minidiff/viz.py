@@ -271,25 +271,33 @@ def image_slider(images: dict, name: str, title: str = "{name} = {value}", nrow:
     return box
 
 
+def _pca_basis(f: torch.Tensor, q: int, seed: int) -> torch.Tensor:
+    """Right singular vectors ``(d, q)`` of the CPU matrix ``f`` by ``torch.pca_lowrank`` (Halko et al. 2011's
+    randomised SVD), its random projection seeded with ``seed`` inside a forked CPU RNG: the caller's global RNG state
+    is left as it was (``torch.manual_seed`` would also reseed every GPU, so only the CPU generator is seeded)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(seed)
+        _, _, v = torch.pca_lowrank(f, q=q, center=False)
+    return v
+
+
 def project_2d(feats: torch.Tensor, method: str = "pca", seed: int = 0) -> np.ndarray:
     """Project features ``(N, d)`` to 2-D: ``"pca"`` (top two principal components, via ``torch.pca_lowrank``) or
-    ``"tsne"`` (scikit-learn's t-SNE on the 50 leading principal components, perplexity 30)."""
+    ``"tsne"`` (scikit-learn's t-SNE on the 50 leading principal components, perplexity 30). ``seed`` fixes the
+    randomised parts; torch's global RNG is not touched (it is left in the state the caller had)."""
     if not isinstance(feats, torch.Tensor) or feats.ndim != 2 or feats.shape[0] < 3:
         raise ValueError(f"feats must be a 2-D tensor (N >= 3, d), got {getattr(feats, 'shape', type(feats).__name__)}")
     f = feats.detach().float().cpu()
     f = f - f.mean(0)
     if method == "pca":
-        torch.manual_seed(seed)
-        _, _, v = torch.pca_lowrank(f, q=min(2, f.shape[1]), center=False)
+        v = _pca_basis(f, min(2, f.shape[1]), seed)
         out = (f @ v[:, :2]).numpy()
         return out if out.shape[1] == 2 else np.pad(out, ((0, 0), (0, 2 - out.shape[1])))
     if method == "tsne":
         from sklearn.manifold import TSNE
 
-        if f.shape[1] > 50:
-            torch.manual_seed(seed)
-            _, _, v = torch.pca_lowrank(f, q=50, center=False)
-            f = f @ v
+        if f.shape[1] > 50:                 # at most 50 components, and no more than there are points
+            f = f @ _pca_basis(f, min(50, f.shape[0]), seed)
         return TSNE(2, perplexity=min(30.0, (f.shape[0] - 1) / 3), init="pca", random_state=seed).fit_transform(f.numpy())
     raise ValueError(f"method must be 'pca' or 'tsne', got {method!r}")
 

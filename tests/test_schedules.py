@@ -68,6 +68,24 @@ def test_to_moves_and_casts():
     assert s.betas.dtype == torch.float64
 
 
+def test_to_returns_a_new_schedule_and_leaves_the_original_alone():
+    s = make_schedule("cosine", 10)
+    before = {k: getattr(s, k).clone() for k in ("betas", "alphas_cumprod", "snr", "posterior_variance")}
+    s2 = s.to("cpu", torch.float64)
+    assert s.dtype == torch.float32 and s.alphas_cumprod.dtype == torch.float32 and s.betas.dtype == torch.float32
+    assert s2 is not s and s2.dtype == torch.float64 and s2.alphas_cumprod.dtype == torch.float64
+    for k, v in before.items():
+        assert torch.equal(getattr(s, k), v), k
+    s3 = s.to(torch.float16)                                  # dtype alone, positionally, as torch.Tensor.to takes it
+    assert s3.snr.dtype == torch.float16 and s.snr.dtype == torch.float32 and s2.snr.dtype == torch.float64
+    assert s.to("cpu") is s and s.to(dtype=torch.float32) is s    # nothing to change: the schedule itself
+    torch.testing.assert_close(s2.alphas_cumprod, s.table64("alphas_cumprod"), rtol=0, atol=0)
+    with pytest.raises(TypeError, match="floating-point"):
+        s.to("cpu", torch.int64)
+    with pytest.raises(ValueError, match="unknown schedule table"):
+        s.table64("nope")
+
+
 @pytest.mark.parametrize("bad, match", [
     (torch.tensor([0.1, 1.0]), "in \\(0, 1\\)"),
     (torch.tensor([0.0, 0.1]), "in \\(0, 1\\)"),

@@ -68,3 +68,15 @@ def test_image_slider_static_rows_and_widget(monkeypatch):
     assert isinstance(slider, ipywidgets.SelectionSlider) and [o[0] for o in slider.options] == ["0.0", "1.0", "3.0"]
     slider.value = 2          # moving the slider shows the batch stored for w = 3
     assert drawn[-1] == ("w = 3.0", pytest.approx(0.3))
+
+
+@pytest.mark.parametrize("method", ["pca", "tsne"])
+def test_project_2d_leaves_the_global_rng_alone(method):
+    feats = torch.randn(40, 60, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(1)
+    state = torch.get_rng_state()
+    xy = viz.project_2d(feats, method=method, seed=3)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert xy.shape == (40, 2)
+    torch.manual_seed(123)                                       # the projection still depends only on its seed
+    assert (viz.project_2d(feats, method=method, seed=3) == xy).all()

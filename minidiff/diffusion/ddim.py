@@ -23,6 +23,7 @@ Determinism also gives an *encoder*: running the eta = 0 update forwards in time
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -49,28 +50,38 @@ def _as_steps(t, batch: int, T: int, name: str, allow_minus_one: bool, device) -
     return t.to(device)
 
 
-def _abar(schedule: NoiseSchedule, t: torch.Tensor, ndim: int, dtype) -> torch.Tensor:
-    """abar_t with abar_{-1} = 1, reshaped to broadcast."""
-    a = schedule.alphas_cumprod.to(t.device)
-    out = torch.where(t >= 0, a[t.clamp(min=0)], torch.ones((), device=t.device, dtype=a.dtype))
-    return out.reshape(-1, *([1] * (ndim - 1))).to(dtype)
+def _abar64(schedule: NoiseSchedule, t: torch.Tensor) -> torch.Tensor:
+    """abar_t with abar_{-1} = 1, float64 on the CPU, shape ``(B,)``, from the schedule's float64 table."""
+    t = t.reshape(-1).cpu()
+    a = schedule.table64("alphas_cumprod")
+    return torch.where(t >= 0, a[t.clamp(min=0)], torch.ones((), dtype=torch.float64))
+
+
+def _coef(c: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """A per-example coefficient ``(B,)`` computed in float64 on the CPU, cast to ``x``'s dtype there, then moved to
+    ``x``'s device and shaped ``(B, 1, ..., 1)`` to broadcast: no float64 tensor reaches the device (MPS has none)."""
+    return c.to(x.dtype).to(x.device).reshape(-1, *([1] * (x.ndim - 1)))
 
 
 def ddim_sigma(schedule: NoiseSchedule, t, t_prev, eta: float = 0.0) -> torch.Tensor:
-    r""":math:`\sigma_t` of eq. 16 for the step ``t -> t_prev`` (tensors or ints; ``t_prev = -1`` allowed)."""
+    r""":math:`\sigma_t` of eq. 16 for the step ``t -> t_prev`` (tensors or ints; ``t_prev = -1`` allowed), in float64
+    on the CPU, shape ``(B,)``."""
     t = torch.as_tensor(t, dtype=torch.long).reshape(-1)
     s = torch.as_tensor(t_prev, dtype=torch.long).reshape(-1)
-    a_t = _abar(schedule, t, 1, torch.float64)
-    a_s = _abar(schedule, s, 1, torch.float64)
+    a_t, a_s = _abar64(schedule, t), _abar64(schedule, s)
     return eta * ((1 - a_s) / (1 - a_t) * (1 - a_t / a_s)).clamp(min=0).sqrt()
 
 
 def ddim_step(schedule: NoiseSchedule, eps: torch.Tensor, x_t: torch.Tensor, t, t_prev, eta: float = 0.0,
               noise: torch.Tensor | None = None, prediction: str = "eps", clip_x0: bool = False) -> torch.Tensor:
-    r"""One generalised DDIM step :math:`x_t \to x_{t_\text{prev}}` (Song et al. 2021, eq. 12; see the module
-    docstring). ``eps`` is the network output (an epsilon prediction unless ``prediction`` says otherwise);
-    ``t`` and ``t_prev`` are ints or int64 ``(B,)`` tensors with ``t_prev < t``; ``t_prev = -1`` means
-    :math:`\bar\alpha = 1` (the clean image). ``eta`` in [0, 1] scales the injected noise."""
+    r"""One generalised DDIM step :math:`x_t \to x_{t_\text{prev}}` (Song et al. 2021, eq. 12, with
+    :math:`\sigma_t` of eq. 16; see the module docstring). ``eps`` is the network output (an epsilon prediction unless
+    ``prediction`` says otherwise); ``t`` and ``t_prev`` are ints or int64 ``(B,)`` tensors with ``t_prev < t``;
+    ``t_prev = -1`` means :math:`\bar\alpha = 1` (the clean image). ``eta`` in [0, 1] scales the injected noise.
+
+    Precision: the coefficients :math:`\sqrt{\bar\alpha_s}`, :math:`\sqrt{1-\bar\alpha_s-\sigma_t^2}` and
+    :math:`\sigma_t` are computed in float64 on the CPU and rounded once to ``x_t``'s dtype; the arithmetic on the
+    images runs in ``x_t``'s dtype on its device (float32 for a float32 model)."""
     _check_schedule(schedule)
     check_tensor(x_t, "x_t", floating=True)
     check_same_shape(eps, x_t, "eps", "x_t")
@@ -93,17 +104,18 @@ def ddim_step(schedule: NoiseSchedule, eps: torch.Tensor, x_t: torch.Tensor, t, 
     x0, eps_hat = predict_x0_eps(schedule, eps, x_t, t, prediction)
     if clip_x0:
         x0 = x0.clamp(-1, 1)
-        a_t = _abar(schedule, t, x_t.ndim, x_t.dtype)
-        eps_hat = (x_t - a_t.sqrt() * x0) / (1 - a_t).sqrt()   # keep eps consistent with the clipped x0
-    a_s = _abar(schedule, s, x_t.ndim, torch.float64)
-    sigma = ddim_sigma(schedule, t.cpu(), s.cpu(), eta).to(x_t.device).reshape(a_s.shape)
+        a_t = _abar64(schedule, t)
+        # keep eps consistent with the clipped x0
+        eps_hat = (x_t - _coef(a_t.sqrt(), x_t) * x0) / _coef((1 - a_t).sqrt(), x_t)
+    a_s = _abar64(schedule, s)
+    sigma = ddim_sigma(schedule, t, s, eta)
     dir_coef = (1 - a_s - sigma ** 2).clamp(min=0).sqrt()
-    out = a_s.sqrt().to(x_t.dtype) * x0 + dir_coef.to(x_t.dtype) * eps_hat
+    out = _coef(a_s.sqrt(), x_t) * x0 + _coef(dir_coef, x_t) * eps_hat
     if eta > 0:
         if noise is None:
             noise = torch.randn_like(x_t)
         check_same_shape(noise, x_t, "noise", "x_t")
-        out = out + sigma.to(x_t.dtype) * noise
+        out = out + _coef(sigma, x_t) * noise
     return out
 
 
@@ -205,8 +217,8 @@ def ddim_encode(model: Callable, schedule: NoiseSchedule, x0: torch.Tensor, step
             x0_hat = x
         else:
             x0_hat, eps = predict_x0_eps(schedule, out, x, ss, prediction)
-        a_t = schedule.alphas_cumprod.to(device)[t].to(x.dtype)
-        x = a_t.sqrt() * x0_hat + (1 - a_t).sqrt() * eps
+        a_t = float(schedule.table64("alphas_cumprod")[t])      # a Python float: the images stay in x's dtype
+        x = math.sqrt(a_t) * x0_hat + math.sqrt(1 - a_t) * eps
         prev = t
     return x
 

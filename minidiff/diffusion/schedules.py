@@ -14,6 +14,7 @@ The forward marginal is :math:`q(x_t \mid x_0) = \mathcal N(\sqrt{\bar\alpha_t}\
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -97,17 +98,36 @@ class NoiseSchedule:
         self._materialise()
 
     def _materialise(self):
+        # cast on the CPU first, then move: the float64 tables never reach the device (MPS has no float64)
         for k, v in self._f64.items():
-            setattr(self, k, v.to(self.device, self.dtype))
+            setattr(self, k, v.to(self.dtype).to(self.device))
 
     def to(self, device=None, dtype: torch.dtype | None = None) -> "NoiseSchedule":
-        """Move the tensors to ``device`` (and/or cast to ``dtype``) in place; returns ``self``."""
-        if device is not None:
-            self.device = torch.device(device)
-        if dtype is not None:
-            self.dtype = dtype
-        self._materialise()
-        return self
+        """A copy of the schedule with its tensors on ``device`` and/or cast to ``dtype``, like :meth:`torch.Tensor.to`:
+        the schedule itself is left as it is (``self`` is returned when it already has that device and dtype). The
+        tensors are cast from the float64 tables on the CPU and then moved, so no float64 tensor reaches the device
+        unless ``dtype=torch.float64`` is asked for. ``schedule.to(torch.float64)`` casts only."""
+        if isinstance(device, torch.dtype):
+            if dtype is not None:
+                raise TypeError("give the dtype once: to(dtype) or to(device, dtype)")
+            device, dtype = None, device
+        device = self.device if device is None else torch.device(device)
+        dtype = self.dtype if dtype is None else dtype
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise TypeError(f"dtype must be a floating-point torch.dtype, got {dtype!r}")
+        if device == self.device and dtype == self.dtype:
+            return self
+        new = copy.copy(self)          # shares the read-only float64 tables, gets its own device, dtype and tensors
+        new.device, new.dtype = device, dtype
+        new._materialise()
+        return new
+
+    def table64(self, name: str) -> torch.Tensor:
+        """The float64 CPU table ``name`` (e.g. ``"alphas_cumprod"``) that the attributes are cast from: samplers
+        compute their step coefficients from it on the CPU, then cast them to the images' dtype and move them."""
+        if name not in self._f64:
+            raise ValueError(f"unknown schedule table {name!r}; expected one of {sorted(self._f64)}")
+        return self._f64[name]
 
     def __len__(self) -> int:
         return self.T

@@ -382,13 +382,22 @@ def score_from_eps_model(model: Callable, schedule, clip_x0: bool = False) -> Ca
     :math:`\hat x_0 = (x - \sqrt{1-\bar\alpha_i}\,\epsilon_\theta)/\sqrt{\bar\alpha_i}` is clamped to [-1, 1] and the noise
     re-derived from it, which keeps an under-trained network from pushing samples far outside the data range."""
     T = schedule.T
+    tables: dict = {}
+
+    def table(name, x):
+        # the schedule's float64 CPU table, cast to x's dtype on the CPU and then moved (once per device and dtype):
+        # no float64 tensor reaches x's device, whatever dtype the schedule itself holds
+        key = (name, x.device, x.dtype)
+        if key not in tables:
+            tables[key] = schedule.table64(name).to(x.dtype).to(x.device)
+        return tables[key]
 
     def score(x, t):
         i = (t * T).round().long().clamp(1, T) - 1
-        std = _bcast(schedule.sqrt_one_minus_alphas_cumprod.to(x.device)[i], x).to(x.dtype)
+        std = _bcast(table("sqrt_one_minus_alphas_cumprod", x)[i], x)
         eps = model(x, i)
         if clip_x0:
-            m = _bcast(schedule.sqrt_alphas_cumprod.to(x.device)[i], x).to(x.dtype)
+            m = _bcast(table("sqrt_alphas_cumprod", x)[i], x)
             x0 = ((x - std * eps) / m).clamp(-1, 1)
             eps = (x - m * x0) / std
         return -eps / std
