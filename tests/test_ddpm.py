@@ -198,5 +198,6 @@ def test_train_ddpm_learns_and_drops_conditions():
     assert abs((seen == 5).float().mean().item() - 0.3) < 0.03     # null label = model.num_classes, rate honoured
     with pytest.raises(ValueError, match="same number of rows"):
         train_ddpm(rec, sched, x, y[:10], cfg=TrainConfig(steps=1, progress=False), batch_size=8)
-    with pytest.raises(ValueError, match="p_uncond"):
-        train_ddpm(rec, sched, x, y, cfg=TrainConfig(steps=1, progress=False), batch_size=8, p_uncond=1.5)
+    for bad in (1.5, -0.1, "0.1", True):
+        with pytest.raises(ValueError, match="p_uncond"):
+            train_ddpm(rec, sched, x, y, cfg=TrainConfig(steps=1, progress=False), batch_size=8, p_uncond=bad)

@@ -119,3 +119,19 @@ def test_flops_match_the_papers_table(name, gflops):
     # Peebles & Xie report "Gflops" counted as multiply-adds, for 256x256 images = 32x32x4 latents
     cfg = D.dit_config(name, input_size=32, in_channels=4)
     assert D.dit_flops(cfg) / 2 / 1e9 == pytest.approx(gflops, rel=0.01)
+
+
+def test_label_dropouts_are_read_and_set_per_embedder():
+    net = D.DiT(D.dit_config("DiT-Tiny/4", num_classes=10, class_dropout=0.25))
+    assert D.label_dropouts(net) == [0.25] and net.num_classes == 10
+    D.set_label_dropouts(net, 0.0)
+    assert net.y_embed.dropout == 0.0
+    D.set_label_dropouts(net, [0.25])
+    assert net.y_embed.dropout == 0.25
+    assert D.label_dropouts(D.DiT(D.dit_config("DiT-Tiny/4"))) == []     # unconditional: nothing to drop
+    with pytest.raises(ValueError, match="1 label embedders, got 2"):
+        D.set_label_dropouts(net, [0.1, 0.1])
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        D.set_label_dropouts(net, 1.0)
+    with pytest.raises(TypeError, match="nn.Module"):
+        D.label_dropouts("not a model")

@@ -164,3 +164,56 @@ def test_clip_model_learns_digits_zero_shot():
     clip.eval()
     acc = (clip.zero_shot(te.x, [f"a handwritten {d}" for d in G.DIGIT_NAMES]) == te.y).float().mean().item()
     assert acc > 0.6, acc          # chance is 0.1
+
+
+def _null_rate_seen_by_the_embedding(model, table, p_uncond, steps=8, batch=1024):
+    """Train ``model`` with train_ddpm on random 4x4 images and labels; return the fraction of null labels (index 10)
+    that reached the embedding table ``table``, over all the training batches, and the run."""
+    from minidiff.diffusion import ddpm, schedules
+    from minidiff.train import TrainConfig
+
+    seen = []
+    hook = table.register_forward_pre_hook(lambda mod, args: seen.append(args[0].detach().clone()))
+    x, y = torch.randn(2048, 1, 4, 4), torch.randint(0, 10, (2048,))
+    try:
+        run = ddpm.train_ddpm(model, schedules.make_schedule("linear", 20), x, y, batch_size=batch, p_uncond=p_uncond,
+                              cfg=TrainConfig(steps=steps, ema_decay=0.9, progress=False))
+    finally:
+        hook.remove()
+    labels = torch.cat(seen)
+    assert labels.numel() == steps * batch          # one embedding lookup per training example
+    return (labels == 10).float().mean().item(), run
+
+
+def test_class_conditional_dit_under_train_ddpm_drops_labels_once():
+    """The DiT's label embedder drops labels on its own (class_dropout 0.1) and train_ddpm drops them with p_uncond:
+    together 1 - 0.9 * 0.9 = 19 % null labels. train_ddpm must be the one place: the table sees p_uncond of them."""
+    from minidiff.nets.dit import DiT, dit_config, label_dropouts
+
+    torch.manual_seed(0)
+    net = DiT(dit_config("DiT-Tiny/4", input_size=4, num_classes=10))
+    assert net.y_embed.dropout == 0.1 and net.num_classes == 10
+    n = 8 * 1024
+    tol = 4 * math.sqrt(0.1 * 0.9 / n)              # four binomial standard deviations, about 0.013
+    rate, run = _null_rate_seen_by_the_embedding(net, net.y_embed.table, p_uncond=0.1)
+    assert abs(rate - 0.1) < tol, f"{rate:.3f} of the labels were null, expected 0.1 (0.19 = dropped twice)"
+    assert label_dropouts(net) == [0.1] and label_dropouts(run.ema) == [0.1]   # its own rate is back afterwards
+    # p_uncond=0 means no null labels at all; without p_uncond the DiT's own dropout is the one
+    net = DiT(dit_config("DiT-Tiny/4", input_size=4, num_classes=10))
+    rate, _ = _null_rate_seen_by_the_embedding(net, net.y_embed.table, p_uncond=0.0, steps=2)
+    assert rate == 0.0
+    net = DiT(dit_config("DiT-Tiny/4", input_size=4, num_classes=10, class_dropout=0.3))
+    rate, _ = _null_rate_seen_by_the_embedding(net, net.y_embed.table, p_uncond=None)
+    assert abs(rate - 0.3) < 4 * math.sqrt(0.3 * 0.7 / n), rate
+
+
+def test_class_conditional_unet_under_train_ddpm_drops_labels_once():
+    """The U-Net has no dropout of its own: its label table sees the p_uncond of null labels, and none without."""
+    from minidiff.nets import UNet
+
+    torch.manual_seed(0)
+    net = UNet(1, 8, (1,), attention=False, num_classes=10)
+    rate, _ = _null_rate_seen_by_the_embedding(net, net.label_embed, p_uncond=0.2)
+    assert abs(rate - 0.2) < 4 * math.sqrt(0.2 * 0.8 / (8 * 1024)), rate
+    rate, _ = _null_rate_seen_by_the_embedding(net, net.label_embed, p_uncond=None, steps=2)
+    assert rate == 0.0

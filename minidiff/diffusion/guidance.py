@@ -1,8 +1,9 @@
 r"""Steering generation: classifier-free guidance and CLIP-style contrastive alignment.
 
 **Classifier-free guidance** (Ho & Salimans 2022). Train one network both conditionally and unconditionally by
-replacing the label with a "null" label with probability :math:`p_\text{uncond}` (:func:`drop_labels`). At sampling
-time extrapolate from the unconditional towards the conditional prediction with a guidance scale :math:`w`
+replacing the label with a "null" label with probability :math:`p_\text{uncond}` (:func:`drop_labels`; in training,
+:func:`minidiff.diffusion.ddpm.train_ddpm` with ``p_uncond`` is the one place that does it, for every model). At
+sampling time extrapolate from the unconditional towards the conditional prediction with a guidance scale :math:`w`
 (their eq. 6, written with :math:`w = 1 + \text{their } w`):
 
 .. math:: \tilde\epsilon(x_t, y) = \epsilon_\theta(x_t, \varnothing) + w\,\big(\epsilon_\theta(x_t, y) - \epsilon_\theta(x_t, \varnothing)\big),

@@ -79,7 +79,12 @@ def sincos_pos_embed(d: int, grid: int) -> torch.Tensor:
 
 class LabelEmbedder(nn.Module):
     """Class labels -> vectors, with an extra "null" label (index ``num_classes``) used for classifier-free guidance.
-    During training, labels are replaced by the null label with probability ``dropout``."""
+    In training mode, labels are replaced by the null label with probability ``dropout`` (DiT's own label dropout,
+    for a training loop that passes the true labels, like chapter 09's).
+
+    A loop that drops labels itself must not have them dropped a second time here:
+    :func:`minidiff.diffusion.ddpm.train_ddpm` with ``p_uncond`` switches this dropout off while it trains
+    (:func:`set_label_dropouts`), so its ``p_uncond`` is the one rate of null labels."""
 
     def __init__(self, num_classes: int, dim: int, dropout: float = 0.1):
         super().__init__()
@@ -100,6 +105,27 @@ class LabelEmbedder(nn.Module):
         if force_drop is not None:
             y = torch.where(force_drop, torch.full_like(y, self.num_classes), y)
         return self.table(y)
+
+
+def label_dropouts(model: nn.Module) -> list[float]:
+    """The ``dropout`` of every :class:`LabelEmbedder` inside ``model``, in ``model.modules()`` order (empty for a
+    model that drops no labels on its own, e.g. a U-Net or a DiT without ``num_classes``)."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    return [m.dropout for m in model.modules() if isinstance(m, LabelEmbedder)]
+
+
+def set_label_dropouts(model: nn.Module, rates) -> None:
+    """Set the ``dropout`` of the :class:`LabelEmbedder` modules inside ``model`` to ``rates`` (one per embedder, in
+    the order of :func:`label_dropouts`, or one number for all of them)."""
+    embedders = [m for m in model.modules() if isinstance(m, LabelEmbedder)]
+    rates = [float(rates)] * len(embedders) if isinstance(rates, (int, float)) else [float(r) for r in rates]
+    if len(rates) != len(embedders):
+        raise ValueError(f"model has {len(embedders)} label embedders, got {len(rates)} dropout rates")
+    for m, r in zip(embedders, rates):
+        if not 0 <= r < 1:
+            raise ValueError(f"label dropout must be in [0, 1), got {r}")
+        m.dropout = r
 
 
 class Attention(nn.Module):
@@ -226,7 +252,7 @@ class DiTConfig:
     heads: int = 4
     mlp_ratio: float = 4.0
     num_classes: int | None = None
-    class_dropout: float = 0.1
+    class_dropout: float = 0.1           # the DiT's own label dropout in training mode (see LabelEmbedder)
     conditioning: str = "adaln-zero"
     cond_dim: int | None = None          # condition on a vector y (B, cond_dim) instead of a label; zeros = none
 
@@ -257,13 +283,16 @@ def dit_config(name: str, **overrides) -> DiTConfig:
 
 class DiT(nn.Module):
     """``DiT(cfg)(x, t, y=None)`` -> a tensor shaped like ``x`` (the predicted noise). ``y`` are class labels when
-    ``cfg.num_classes`` is set (``None`` means the null label, i.e. unconditional)."""
+    ``cfg.num_classes`` is set (``None`` means the null label, i.e. unconditional); the null label is
+    ``num_classes``. In training mode the labels are dropped with probability ``cfg.class_dropout``, except under
+    :func:`minidiff.diffusion.ddpm.train_ddpm` with ``p_uncond``, which drops them itself (once)."""
 
     def __init__(self, cfg: DiTConfig = DiTConfig()):
         super().__init__()
         if cfg.input_size % cfg.patch:
             raise ValueError(f"input_size {cfg.input_size} is not divisible by the patch size {cfg.patch}")
         self.cfg = cfg
+        self.num_classes = cfg.num_classes   # the null label, as on the U-Net (train_ddpm and guidance read it)
         d, p = cfg.hidden, cfg.patch
         self.grid = cfg.input_size // p
         self.x_embed = nn.Linear(p * p * cfg.in_channels, d)

@@ -142,7 +142,8 @@ class UNet(nn.Module):
       ``2 ** (len(channel_mults) - 1)``.
     - ``attention``: self-attention at the lowest resolution and in the middle.
     - ``num_classes``: optional class conditioning (an embedding added to the time embedding; index
-      ``num_classes`` is the "no label" token used by classifier-free guidance later in the course).
+      ``num_classes`` is the "no label" token used by classifier-free guidance later in the course). The U-Net never
+      drops labels itself: training with null labels is :func:`minidiff.diffusion.ddpm.train_ddpm`'s ``p_uncond``.
     - ``cond_dim``: optional conditioning by a vector ``y`` of shape (B, cond_dim) (a text or feature embedding),
       linearly projected and added to the time embedding; the zero vector is the "no condition" input.
     - ``patch``: space-to-depth factor applied first (``pixel_unshuffle``), a cheap way to shrink the grid on CPU.
