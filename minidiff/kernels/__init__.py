@@ -136,8 +136,8 @@ def diagnose_triton(import_error: str | None, requirement: str | None, torch_ver
         return None
     if requirement:
         return ("broken", f"torch {torch_version} requires {requirement} on this platform, but Triton cannot be used: "
-                          f"{import_error}. The Triton kernels cannot run or be tested. Fix: install the Triton torch "
-                          f"names into this environment (pip install '{requirement}'), or reinstall torch "
+                          f"{import_error}. The Triton kernels cannot run or be tested. Fix: pip install '{requirement}' "
+                          f"(the Triton this torch was built with) into this environment, or reinstall torch "
                           f"(pip install --force-reinstall torch=={torch_version.split('+')[0]} with your index URL).")
     return ("absent", f"Triton is not installed ({import_error}) and torch {torch_version} does not require it on this "
                       f"platform: the kernels use the torch reference here")
