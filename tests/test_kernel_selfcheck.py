@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from minidiff import kernels
+from minidiff.diffusion.schedules import make_schedule
 from minidiff.kernels import reference
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
@@ -133,8 +134,8 @@ def _inputs(name, dtype):
     g = torch.Generator().manual_seed(5)
     r = lambda *s: torch.randn(*s, generator=g).to(DEV, dtype)
     if name == "sampler_update":
-        coeffs = kernels.ddim_coefficients(__import__("minidiff.diffusion.schedules", fromlist=["x"]).make_schedule(
-            "linear", 50), torch.tensor([10, 40]), torch.tensor([5, 30]), eta=0.5)
+        coeffs = kernels.ddim_coefficients(make_schedule("linear", 50), torch.tensor([10, 40]), torch.tensor([5, 30]),
+                                           eta=0.5)
         return [r(2, 1, 3, 5), r(2, 1, 3, 5), coeffs, r(2, 1, 3, 5), False], []
     if name == "layernorm_modulate":
         return [r(2, 4, 12), r(2, 12), r(2, 12), 1e-6], [0, 1, 2]
@@ -168,7 +169,8 @@ def test_a_broken_kernel_fails_its_self_check_warns_once_and_the_reference_takes
     assert len(ours) == 1, [str(w.message) for w in caught]
     message = str(ours[0].message)
     device_words = torch.cuda.get_device_name() if DEV == "cuda" else "cpu (Triton interpreter)"
-    for part in (f"Triton kernel {name} ", "torch.float32", device_words, reason, "Falling back to the torch reference"):
+    for part in (f"Triton kernel {name} ", "torch.float32", device_words, reason,
+                 "Falling back to the torch reference"):
         assert part in message, f"{part!r} missing from the warning: {message}"
     want = _run(getattr(reference, name), args, diff)
     for g in got:
@@ -321,4 +323,5 @@ def test_importing_torch_and_asking_for_cuda_does_not_import_triton():
     code = "import sys, torch; torch.cuda.is_available(); print('triton' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "False", "importing torch imported triton: conftest.py cannot set TRITON_INTERPRET in time"
+    assert out.stdout.strip() == "False", \
+        "importing torch imported triton: conftest.py cannot set TRITON_INTERPRET in time"

@@ -136,9 +136,9 @@ def diagnose_triton(import_error: str | None, requirement: str | None, torch_ver
         return None
     if requirement:
         return ("broken", f"torch {torch_version} requires {requirement} on this platform, but Triton cannot be used: "
-                          f"{import_error}. The Triton kernels cannot run or be tested. Fix: pip install '{requirement}' "
-                          f"(the Triton this torch was built with) into this environment, or reinstall torch "
-                          f"(pip install --force-reinstall torch=={torch_version.split('+')[0]} with your index URL).")
+                          f"{import_error}. The Triton kernels cannot run or be tested. Fix: pip install "
+                          f"'{requirement}' (the Triton this torch was built with) into this environment, or reinstall "
+                          f"torch (pip install --force-reinstall torch=={torch_version.split('+')[0]} with your index URL).")
     return ("absent", f"Triton is not installed ({import_error}) and torch {torch_version} does not require it on this "
                       f"platform: the kernels use the torch reference here")
 
@@ -218,7 +218,8 @@ def self_check_results() -> dict[tuple, bool]:
 
 
 def _mismatch(what: str, got: torch.Tensor, want: torch.Tensor, rtol: float) -> str | None:
-    """``None`` if ``got`` matches the fp32 ``want`` within the self-check tolerance, else a sentence saying by how much."""
+    """``None`` if ``got`` matches the fp32 ``want`` within the self-check tolerance, else a sentence saying by how
+    much."""
     if got is None or got.shape != want.shape:
         return f"{what}: got {None if got is None else tuple(got.shape)}, expected shape {tuple(want.shape)}"
     got, want = got.detach().float(), want.detach().float()
@@ -240,7 +241,8 @@ def _check_sampler_update(impl: Callable, dtype: torch.dtype, device: torch.devi
     coeffs[:, 4:6] = torch.rand(shape[0], 2, generator=g, dtype=torch.float64) * 0.8 + 0.2   # a, s > 0 (divided by s)
     for clip in (False, True):
         for noise in (None, z):
-            want = reference.sampler_update(x.float(), m.float(), coeffs, None if noise is None else noise.float(), clip)
+            z32 = None if noise is None else noise.float()
+            want = reference.sampler_update(x.float(), m.float(), coeffs, z32, clip)
             got = impl(x, m, coeffs, noise, clip)
             bad = _mismatch(f"output (clip_x0={clip}, noise={'yes' if noise is not None else 'no'})", got, want, rtol)
             if bad:
