@@ -135,10 +135,11 @@ def diagnose_triton(import_error: str | None, requirement: str | None, torch_ver
     if import_error is None:
         return None
     if requirement:
+        torch_release = torch_version.split("+")[0]
         return ("broken", f"torch {torch_version} requires {requirement} on this platform, but Triton cannot be used: "
                           f"{import_error}. The Triton kernels cannot run or be tested. Fix: pip install "
                           f"'{requirement}' (the Triton this torch was built with) into this environment, or reinstall "
-                          f"torch (pip install --force-reinstall torch=={torch_version.split('+')[0]} with your index URL).")
+                          f"torch (pip install --force-reinstall torch=={torch_release} with your index URL).")
     return ("absent", f"Triton is not installed ({import_error}) and torch {torch_version} does not require it on this "
                       f"platform: the kernels use the torch reference here")
 
