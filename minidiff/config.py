@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import warnings
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from types import MappingProxyType
 from typing import Mapping
 
@@ -466,6 +467,69 @@ _PROFILES: dict[str, Profile] = {
 }
 
 
+# ----------------------------------------------------------------------------- smoke runs (MINIDIFF_SMOKE=1)
+# A smoke run executes every code path of a profile quickly (the GPU check, scripts/gpu_check.py, runs each chapter
+# in the gpu profile this way): every budget field of every section is capped, found by its name so that fields
+# added later are capped too, and minidiff.data replaces every download by offline data. Models, shapes and batch
+# sizes stay those of the profile.
+
+SMOKE_ENV = "MINIDIFF_SMOKE"
+SMOKE_MAX_SECONDS = 20.0   # wall-clock budgets are capped at this (or at the ci value when that is smaller)
+SMOKE_FIELDS = {           # kind of budget -> field-name pattern
+    "steps": re.compile(r"(^|_)steps$|^warmup$|^eval_every$"),                 # step budgets and step counts
+    "seconds": re.compile(r"(^|_)seconds$"),                                      # wall-clock budgets
+    "count": re.compile(r"^n_|_(samples|images)$|(^|_)(reps|repeats)$"),          # samples, images, repeats
+    "sweep": re.compile(r"(^|_)(steps|etas|nfe|scales|seeds|scaling|numel|variants|fractions)$"),   # tuples swept
+}
+
+
+def smoke() -> bool:
+    """Whether ``$MINIDIFF_SMOKE`` asks for a smoke run (``1``; unset, empty or ``0``: no)."""
+    value = os.environ.get(SMOKE_ENV, "").strip()
+    if value not in ("", "0", "1"):
+        raise ValueError(f"{SMOKE_ENV}={value!r} is not understood; expected 1 (smoke run) or 0 / unset (normal run)")
+    return value == "1"
+
+
+def smoke_kind(name: str, value) -> str | None:
+    """The kind of budget a section field is (``"steps"``, ``"seconds"``, ``"count"``, ``"sweep"``), from its name
+    and value (sweeps are tuples, the others numbers or ``None``), or ``None`` when it is not a budget."""
+    if isinstance(value, tuple):
+        return "sweep" if SMOKE_FIELDS["sweep"].search(name) else None
+    if isinstance(value, bool) or not (value is None or isinstance(value, (int, float))):
+        return None
+    return next((k for k in ("steps", "seconds", "count") if SMOKE_FIELDS[k].search(name)), None)
+
+
+def smoke_profile(profile: Profile, reference: Profile | None = None) -> Profile:
+    """``profile`` with every budget of every section capped for a smoke run: step budgets, sample counts and
+    repeats at most the ``reference`` profile's value (default ``ci``: the smallest sizes at which every chapter's
+    assertions are checked in CI), wall-clock budgets at most :data:`SMOKE_MAX_SECONDS` (``None``, no limit, becomes
+    that cap), and a swept tuple replaced by the reference's when that one is shorter. Everything else is kept."""
+    ref = reference or _PROFILES["ci"]
+    updates = {}
+    for f in fields(profile):
+        section = getattr(profile, f.name)
+        if not is_dataclass(section):
+            continue
+        capped = {}
+        for g in fields(section):
+            value, ref_value = getattr(section, g.name), getattr(getattr(ref, f.name), g.name, None)
+            kind = smoke_kind(g.name, value)
+            if kind == "sweep":
+                if isinstance(ref_value, tuple) and len(ref_value) < len(value):
+                    capped[g.name] = ref_value
+            elif kind == "seconds":
+                limits = [v for v in (value, ref_value, SMOKE_MAX_SECONDS) if v is not None]
+                capped[g.name] = type(SMOKE_MAX_SECONDS)(min(limits))
+            elif kind is not None and value is not None and isinstance(ref_value, (int, float)) and ref_value < value:
+                capped[g.name] = ref_value
+        updates[f.name] = replace(section, **capped)
+    note = (f" [smoke run, {SMOKE_ENV}=1: budgets capped at the {ref.name} profile's, seconds at "
+            f"{SMOKE_MAX_SECONDS:g}; offline data]")
+    return replace(profile, description=profile.description + note, **updates)
+
+
 def profile_name() -> str:
     """The active profile's name: ``$MINIDIFF_PROFILE`` if set, else ``gpu`` with CUDA, else ``cpu``."""
     name = os.environ.get(PROFILE_ENV, "").strip().lower()
@@ -479,12 +543,14 @@ def profile_name() -> str:
 
 
 def get_profile(name: str | None = None) -> Profile:
-    """Return the :class:`Profile` called ``name`` (default: the active one, see :func:`profile_name`)."""
+    """Return the :class:`Profile` called ``name`` (default: the active one, see :func:`profile_name`); with
+    ``$MINIDIFF_SMOKE=1`` its budgets are capped by :func:`smoke_profile`."""
     if name is None:
         name = profile_name()
     if not isinstance(name, str) or name.lower() not in _PROFILES:
         raise ValueError(f"unknown profile {name!r}; expected one of {', '.join(PROFILE_NAMES)}")
-    return _PROFILES[name.lower()]
+    profile = _PROFILES[name.lower()]
+    return smoke_profile(profile) if smoke() else profile
 
 
 def device() -> torch.device:

@@ -15,6 +15,9 @@ Downloaded sets (torchvision, cached under ``$MINIDIFF_DATA``, default ``~/.cach
 :func:`mnist`, :func:`fashion_mnist`, :func:`cifar10`. If a download fails you get
 :class:`DatasetUnavailable` with the reason; :func:`load_images` (what chapters call) then falls back to
 MNIST-5k in the ``ci`` and ``cpu`` profiles, with a warning, and re-raises in the ``gpu`` profile.
+
+In a smoke run (``$MINIDIFF_SMOKE=1``) nothing is downloaded: every torchvision set is replaced by offline data of
+the same shape (:func:`smoke_stand_in`), with a printed note.
 """
 
 from __future__ import annotations
@@ -115,6 +118,10 @@ _TV_NAMES = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "cifar10": "CIFA
 
 def _torchvision(name: str, split: str, device, download: bool, root=None) -> ImageData:
     _check_split(split)
+    from .config import smoke
+
+    if smoke():   # a smoke run never downloads (and needs no files): offline stand-ins of the same shape
+        return smoke_stand_in(name, split, device)
     import torchvision
 
     cls = {"mnist": torchvision.datasets.MNIST, "fashion_mnist": torchvision.datasets.FashionMNIST,
@@ -149,6 +156,30 @@ def fashion_mnist(split: str = "train", device="cpu", download: bool = True, roo
 def cifar10(split: str = "train", device="cpu", download: bool = True, root=None) -> ImageData:
     """torchvision CIFAR-10 (50,000 / 10,000, 3x32x32), cached under :func:`data_dir`."""
     return _torchvision("cifar10", split, device, download, root)
+
+
+def smoke_stand_in(name: str, split: str = "train", device="cpu") -> ImageData:
+    """The offline data a smoke run (``$MINIDIFF_SMOKE=1``, see :func:`minidiff.config.smoke_profile`) uses instead of
+    the torchvision dataset ``name``, with a printed note saying so: MNIST-5k for ``mnist`` and ``fashion_mnist``
+    (same 1x28x28 shape), and for ``cifar10`` CIFAR-shaped images (3x32x32 in [-1, 1], 10 classes) made from MNIST-5k:
+    each digit padded to 32x32 and painted in a random foreground colour on a random background colour (seeded per
+    split), so the labels still mean something and the self-supervised chapters have structure to learn."""
+    if name not in _TV_NAMES:
+        raise ValueError(f"no smoke stand-in for {name!r}; expected one of {', '.join(_TV_NAMES)}")
+    base = mnist5k(split)
+    if name != "cifar10":
+        print(f"MINIDIFF_SMOKE=1: torchvision {_TV_NAMES[name]} ({split}) is not downloaded; using MNIST-5k "
+              f"({len(base):,} images) instead")
+        return base.to(device)
+    g = torch.Generator().manual_seed(1 if split == "train" else 2)
+    n = len(base)
+    ink = torch.nn.functional.pad((base.x + 1) / 2, (2, 2, 2, 2))                     # (N, 1, 32, 32) in [0, 1]
+    fg = torch.rand(n, 3, 1, 1, generator=g) * 2 - 1
+    bg = (-fg + 0.4 * torch.randn(n, 3, 1, 1, generator=g)).clamp(-1, 1)            # contrasting background
+    x = (bg + ink * (fg - bg) + 0.05 * torch.randn(n, 3, 32, 32, generator=g)).clamp(-1, 1)
+    print(f"MINIDIFF_SMOKE=1: torchvision CIFAR10 ({split}) is not downloaded; using {n:,} synthetic CIFAR-shaped "
+          f"images (3x32x32, MNIST-5k digits in random colours) instead")
+    return ImageData(x.to(device), base.y.to(device), "synthetic_cifar10", DIGIT_CLASSES)
 
 
 DATASETS = {"mnist5k": mnist5k, "digits": digits, "mnist": mnist, "fashion_mnist": fashion_mnist, "cifar10": cifar10}

@@ -62,3 +62,87 @@ def test_banner(monkeypatch):
 def test_with_overrides():
     p = config.with_overrides(config.get_profile("ci"), ddpm={"steps": 7})
     assert p.ddpm.steps == 7 and config.get_profile("ci").ddpm.steps != 7
+
+
+# ----------------------------------------------------------------------------- smoke runs (MINIDIFF_SMOKE=1)
+
+@pytest.mark.parametrize("value", [None, "", "0"])
+def test_profiles_are_unchanged_without_smoke(monkeypatch, value):
+    if value is None:
+        monkeypatch.delenv("MINIDIFF_SMOKE", raising=False)
+    else:
+        monkeypatch.setenv("MINIDIFF_SMOKE", value)
+    assert not config.smoke()
+    for name in config.PROFILE_NAMES:
+        assert config.get_profile(name) is config._PROFILES[name]
+
+
+def test_smoke_value_must_be_0_or_1(monkeypatch):
+    monkeypatch.setenv("MINIDIFF_SMOKE", "yes")
+    with pytest.raises(ValueError, match="MINIDIFF_SMOKE='yes' is not understood; expected 1"):
+        config.get_profile("gpu")
+
+
+def test_smoke_caps_every_budget_of_the_gpu_profile(monkeypatch):
+    monkeypatch.setenv("MINIDIFF_SMOKE", "1")
+    gpu, ci, smoke = config._PROFILES["gpu"], config._PROFILES["ci"], config.get_profile("gpu")
+    assert smoke.name == "gpu" and "MINIDIFF_SMOKE=1" in smoke.description
+    capped = set()
+    for f in dataclasses.fields(gpu):
+        section = getattr(gpu, f.name)
+        if not dataclasses.is_dataclass(section):
+            assert getattr(smoke, f.name) == section or f.name == "description", f.name
+            continue
+        for g in dataclasses.fields(section):
+            before, after = getattr(section, g.name), getattr(getattr(smoke, f.name), g.name)
+            ref = getattr(getattr(ci, f.name), g.name)
+            kind = config.smoke_kind(g.name, before)
+            where = f"{f.name}.{g.name}: {before!r} -> {after!r} (ci {ref!r})"
+            if kind is None:
+                assert after == before, f"not a budget, but changed: {where}"
+                continue
+            capped.add(g.name)
+            if kind == "seconds":
+                assert after is not None and after <= config.SMOKE_MAX_SECONDS and (ref is None or after <= ref), where
+            elif kind == "sweep":
+                assert len(after) <= len(ref) and len(after) <= len(before), where
+            else:
+                assert after <= before and after <= ref, where
+    # the name patterns find the budgets the chapters use (the walk cannot silently match nothing)
+    assert {"steps", "toy_steps", "moco_steps", "ae_steps", "clip_steps", "text_steps", "ssl_steps", "rdm_steps",
+            "sample_steps", "encode_steps", "likelihood_steps", "warmup", "eval_every", "max_seconds",
+            "moco_max_seconds", "text_max_seconds", "compare_seconds", "n_samples", "n_eval", "n_embed", "n_points",
+            "eval_images", "likelihood_images", "reps", "ddim_steps", "etas", "sde_nfe", "scales", "seeds", "scaling",
+            "timing_numel", "dpm_variants"} <= capped
+    assert smoke.ddpm.steps == ci.ddpm.steps < gpu.ddpm.steps and smoke.ddpm.max_seconds == config.SMOKE_MAX_SECONDS
+    assert smoke.ssl_diffusion.seeds == (0,) and smoke.unet.max_seconds == config.SMOKE_MAX_SECONDS   # None capped too
+    # models, data sets, shapes and batch sizes stay the gpu profile's
+    assert (smoke.unet.unet, smoke.ddpm.channel_mults, smoke.ssl.encoder, smoke.ssl.dataset, smoke.ddpm.batch) == \
+        (gpu.unet.unet, gpu.ddpm.channel_mults, gpu.ssl.encoder, gpu.ssl.dataset, gpu.ddpm.batch)
+    assert config.get_profile().name == config.profile_name()   # the active profile is capped as well
+
+
+def test_smoke_caps_fields_added_later_by_their_names():
+    @dataclasses.dataclass(frozen=True)
+    class NewSection:
+        warmup_steps: int = 5000
+        fid_images: int = 4000
+        n_things: int = 900
+        train_seconds: float | None = None
+        guidance_scales: tuple = (0.0, 1.0, 2.0, 4.0)
+        widths: tuple = (16, 32, 64)       # not a sweep of budgets: an architecture
+        hidden: int = 512
+
+    @dataclasses.dataclass(frozen=True)
+    class FakeProfile:
+        name: str
+        description: str
+        new: NewSection
+
+    big = FakeProfile("gpu", "big", NewSection())
+    small = FakeProfile("ci", "small", NewSection(warmup_steps=50, fid_images=100, n_things=10, train_seconds=300.0,
+                                                  guidance_scales=(0.0, 3.0), widths=(8,), hidden=16))
+    s = config.smoke_profile(big, reference=small).new
+    assert (s.warmup_steps, s.fid_images, s.n_things, s.train_seconds, s.guidance_scales) == \
+        (50, 100, 10, config.SMOKE_MAX_SECONDS, (0.0, 3.0))
+    assert (s.widths, s.hidden) == ((16, 32, 64), 512)
