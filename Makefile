@@ -2,6 +2,7 @@
 #   make book   set up .venv if needed, execute the chapters, build the website into _build/html
 #   make test   set up .venv if needed, run the unit tests, every chapter under nbval (ci profile), a book build
 # Others: make setup | lab | sync | clean.  Options: PROFILE=ci|cpu|gpu (book, lab), PYTHON=python3.11
+#   make gpu-check  on one CUDA GPU, offline, <= 8 min: kernels, speed, training, every chapter (benchmarks/results/gpu_check.json)
 
 PYTHON ?= python3
 VENV   := .venv
@@ -10,10 +11,10 @@ STAMP  := $(VENV)/.installed-stamp
 PROFILE ?= $(if $(MINIDIFF_PROFILE),$(MINIDIFF_PROFILE),cpu)
 PYTEST_ARGS ?=
 
-.PHONY: setup book test lab sync clean help
+.PHONY: setup book test lab sync clean help gpu-check
 
 help:
-	@sed -n '2,5p' Makefile
+	@sed -n '2,6p' Makefile
 
 setup: $(STAMP)
 
@@ -37,6 +38,11 @@ book: setup
 
 test: setup
 	MINIDIFF_PROFILE=ci MINIDIFF_STATIC=1 $(PY) -m pytest tests chapters --nbval-lax --nbval-current-env $(PYTEST_ARGS)
+
+# The GPU check (scripts/gpu_check.py): Triton kernels compiled vs the reference, their speed, U-Net and DiT training
+# killed and resumed, every chapter in the gpu profile under MINIDIFF_SMOKE=1; one JSON and one table.
+gpu-check: setup
+	$(PY) scripts/gpu_check.py $(GPU_CHECK_ARGS)
 
 lab: setup
 	MINIDIFF_PROFILE=$(PROFILE) $(VENV)/bin/jupyter lab chapters

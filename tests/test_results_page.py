@@ -32,7 +32,7 @@ def test_tables_carry_the_json_numbers(render_results, tmp_path, monkeypatch):
     monkeypatch.setattr(render_results, "RESULTS", tmp_path)
     empty = render_results.render()
     for command in ("benchmarks/time_to_quality.py", "benchmarks/train_throughput.py", "benchmarks/ssl_knn_time.py",
-                    "benchmarks/bench_kernels.py", "benchmarks/ddpm_fid.py"):
+                    "benchmarks/bench_kernels.py", "benchmarks/ddpm_fid.py", "make gpu-check"):
         assert command in empty                      # each missing benchmark says how to produce it
     row = dict(contender="minidiff", params=123456, train_steps=789, images_per_s=321.5, sampler="DDIM, 50 steps",
                nfe=50, sample_seconds=4.25, fid=42.75, confidence=0.975, extra_fid={"ancestral_1000": 40.5},
@@ -78,3 +78,45 @@ def test_chapter05_prose_claims_hold_for_the_json():
         assert fid[budget]["dpmpp2m_sde50"] <= 1.1 * fid[budget]["ancestral_1000"], budget
     assert fid[300]["ddim50"] > 1.1 * fid[300]["ancestral_1000"] and fid[1200]["ddim50"] <= 1.1 * fid[1200]["ancestral_1000"]
     assert fid[1200]["ddim50"] < fid[1200]["ddim50_eta1"]
+
+
+def test_gpu_check_section(render_results, tmp_path, monkeypatch):
+    """Without benchmarks/results/gpu_check.json the page says plainly that the GPU check has not run and how to run
+    it; with one, it shows the check's table (the rows scripts/gpu_check.py prints) and where it was measured."""
+    monkeypatch.setattr(render_results, "RESULTS", tmp_path)
+    section = render_results.gpu_check()
+    assert section.startswith("## GPU check") and "has not run yet" in section and "`make gpu-check`" in section
+    assert "| part |" not in section
+    (tmp_path / "gpu_check.json").write_text(json.dumps({
+        "date": "2027-01-02T03:04:05+00:00", "machine": "gpu-box, x86_64, 16 CPUs, Linux", "gpu": "NVIDIA H200",
+        "torch": "9.9", "triton": "3.9.0", "cuda": "13.0", "python": "3.11.7", "mode": "gpu", "ok": False,
+        "command": "python scripts/gpu_check.py (via make gpu-check)", "budget_s": 480.0, "total_s": 431.6,
+        "kernels": {"status": "pass", "mode": "compiled", "rows": [
+            {"kernel": "layernorm_modulate", "direction": "backward", "dtype": "bf16", "rtol": 0.02,
+             "shapes": ["128x256x384"], "error_over_tolerance": 0.125, "worst": "dx at 128x256x384", "ok": True}]},
+        "speed": {"status": "measured", "reps": 30, "rows": [
+            {"kernel": "GroupNorm+SiLU fwd", "size": "16x256x64x64/G32", "bytes": 134217728, "triton_s": 5.5e-5,
+             "copy_s": 5e-5, "eager_s": 2e-4, "compile_s": 8.25e-5, "gb_s": 2440.3, "pct_copy": 90.9,
+             "speedup_eager": 3.64, "speedup_compile": 1.5}]},
+        "training": {"status": "pass", "problems": [], "runs": [
+            {"model": "dit", "config": "DiT-Mini/4", "steps": 50, "steps_wanted": 50, "resumed_from": 20,
+             "killed_at": 25, "seconds": 21.25, "first_loss": 1.0123, "final_loss": 0.0987, "finite": True,
+             "amp": "bfloat16", "channels_last": True, "compile": True, "fused_adamw": True, "ok": True}]},
+        "chapters": {"status": "fail", "jobs": 4, "rows": [
+            {"chapter": "09_dit", "ok": False, "seconds": 48.5, "failed_cell": 12, "banner": None,
+             "error": "AssertionError: a | b"}]}}))
+    section = render_results.gpu_check()
+    assert "has not run yet" not in section
+    for text in ("### NVIDIA H200: FAILED in 432 s",
+                 "| kernels | layernorm_modulate backward bf16 | pass | 0.12 of the tolerance (rtol 0.02), worst: dx at "
+                 "128x256x384 |",
+                 "| speed | GroupNorm+SiLU fwd 16x256x64x64/G32 | measured | 2,440.3 GB/s, 91% of a copy, 1.50x "
+                 "torch.compile, 3.64x eager |",
+                 "| training | dit (DiT-Mini/4), 50 steps, killed at 25, resumed from 20 | pass | 21.2 s, loss 1.012 -> "
+                 "0.099, AMP bfloat16, channels_last, compile, fused AdamW |",
+                 "| chapters | 09_dit | FAIL | 48.5 s; cell 12: AssertionError: a \\| b |",
+                 "| total | 432 s (budget 480 s) | FAIL |", "Triton 3.9.0, CUDA 13.0",
+                 "2027-01-02T03:04:05+00:00", "gpu-box, x86_64, 16 CPUs", "`python scripts/gpu_check.py (via make gpu-check)`",
+                 "data `benchmarks/results/gpu_check.json`"):
+        assert text in section, text
+    assert section in render_results.render()
