@@ -87,7 +87,7 @@ def plot_schedules(schedules: dict, figsize=(11, 3.2)):
     for name, s in schedules.items():
         u = (np.arange(s.T) + 1) / s.T
         axes[0].plot(u, s.alphas_cumprod.cpu().numpy(), label=name)
-        axes[1].plot(u, np.log10(s.snr.double().cpu().numpy()), label=name)
+        axes[1].plot(u, np.log10(s.snr.cpu().double().numpy()), label=name)
         axes[2].plot(u, s.betas.cpu().numpy(), label=name)
     for ax, t in zip(axes, [r"$\bar\alpha_t$", r"$\log_{10}\,\mathrm{SNR}(t)$", r"$\beta_t$"]):
         ax.set_title(t)
