@@ -121,8 +121,8 @@ def _check_value(obj, where: str = "value") -> None:
                         f"cached(..., model=...) so that its weights are stored, or return its state_dict()")
     if type(obj) in (dict, OrderedDict):
         for k, v in obj.items():
-            if not isinstance(k, (str, int)) or isinstance(k, bool):
-                raise TypeError(f"{where} has a key {k!r} of type {type(k).__name__}; use string or int keys")
+            if type(k) not in (str, int, float):
+                raise TypeError(f"{where} has a key {k!r} of type {type(k).__name__}; use string or number keys")
             _check_value(v, f"{where}[{k!r}]")
         return
     if isinstance(obj, (list, tuple)):

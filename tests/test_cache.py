@@ -36,7 +36,7 @@ class Sizes:
 
 
 VALUE = {"fid": 12.5, "steps": 10, "name": "full", "none": None, "curve": [1.0, 0.5], "pair": (1, "a"),
-         "x": torch.arange(6.0).view(2, 3), "nested": {"by_t": torch.tensor([0.1, 0.2]), 3: [True, False]}}
+         "x": torch.arange(6.0).view(2, 3), "nested": {"by_t": torch.tensor([0.1, 0.2]), 3: [True, False], 1.5: "w"}}
 
 
 def _same(a, b):
