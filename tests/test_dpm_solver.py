@@ -105,3 +105,21 @@ def test_correction_uses_the_previous_prediction(setup):
         dpmpp_2m_step(sched, d, x, tt, 600)
     with pytest.raises(ValueError, match="steps"):
         dpmpp_2m_sample(lambda x, t: x, sched, (2, 1, 2, 2), steps=0, progress=False)
+
+
+@pytest.mark.parametrize("sde", [False, True])
+def test_examples_stepping_to_the_clean_image_return_their_prediction(setup, sde):
+    """A batch whose examples end at different steps: those going to t_prev = -1 get D itself (no correction, no
+    noise, no nan from lambda = inf), the others the same update as on their own."""
+    sched, _, x_T, _ = setup
+    x = x_T[:8].float()
+    g = torch.Generator().manual_seed(3)
+    d, d_prev, z = (torch.randn(x.shape, generator=g) for _ in range(3))
+    t = torch.tensor([40, 40, 40, 40, 300, 300, 300, 300])
+    s = torch.tensor([-1, -1, -1, -1, 200, 200, 200, 200])
+    tb = torch.tensor([80, 80, 80, 80, 400, 400, 400, 400])
+    out = dpmpp_2m_step(sched, d, x, t, s, d_prev, tb, sde=sde, noise=z)
+    assert out.dtype == torch.float32 and torch.isfinite(out).all()
+    torch.testing.assert_close(out[:4], d[:4])
+    alone = dpmpp_2m_step(sched, d[4:], x[4:], t[4:], s[4:], d_prev[4:], tb[4:], sde=sde, noise=z[4:])
+    torch.testing.assert_close(out[4:], alone)
