@@ -15,7 +15,8 @@ extraction of the metrics) works and inspects every tensor the op returns. It re
 - on an accelerator (CUDA or MPS, when present; parametrised below), every float64 tensor on that device, of any
   size: the exact MPS rule.
 
-Every test also checks that a float32 input gives a float32 output.
+Every sampler test also checks that a float32 input gives a float32 output (the metrics return float64 CPU features
+by design).
 """
 
 from __future__ import annotations
