@@ -50,6 +50,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -352,9 +353,12 @@ def check_training(work: Path, cpu: bool) -> dict:
         p = subprocess.Popen(_worker_cmd(cpu, "--train-worker", "dit", "--ckpt", str(ckpt), "--kill-at",
                                          str(spec["kill_at"])), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                              stderr=errlog, text=True, cwd=ROOT)
+        hung = threading.Timer(600, p.kill)   # a worker that never gets to the kill point is stopped, and reported
+        hung.start()
         line = p.stdout.readline()   # "at <kill_at>", or "" if the worker died first
         while line and not line.startswith("at "):   # anything else a library printed
             line = p.stdout.readline()
+        hung.cancel()
         killed_at = None
         if line.strip() == f"at {spec['kill_at']}":
             p.send_signal(signal.SIGKILL)
