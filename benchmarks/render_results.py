@@ -159,10 +159,10 @@ def _gpu_check_script():
 
 def gpu_check() -> str:
     out = ["## GPU check\n\n",
-           "`make gpu-check` (`scripts/gpu_check.py`) runs on one CUDA GPU, offline, in at most 8 minutes: every Triton "
-           "kernel compiled against its torch reference in fp32, fp16 and bf16 (forward and backward), each kernel's "
-           "bandwidth against a copy of the same bytes and its time against `torch.compile` of its reference, the U-Net "
-           "and the DiT trained 50 steps with AMP, channels_last, `torch.compile` and fused AdamW (the DiT killed "
+           "`make gpu-check` (`scripts/gpu_check.py`) runs on one CUDA GPU, offline, in at most 8 minutes: every "
+           "Triton kernel compiled against its torch reference in fp32, fp16 and bf16 (forward and backward), each "
+           "kernel's bandwidth against a copy of the same bytes and its time against `torch.compile` of its reference, "
+           "the U-Net and the DiT trained 50 steps with AMP, channels_last, `torch.compile` and fused AdamW (the DiT killed "
            "mid-run and resumed), and every chapter in the `gpu` profile under `MINIDIFF_SMOKE=1` (capped budgets, "
            "offline data).\n\n"]
     path = RESULTS / GPU_CHECK_JSON

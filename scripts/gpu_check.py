@@ -133,8 +133,9 @@ def _kernel_outputs(name: str, shape: tuple, dtype, dev) -> list[tuple[str, str,
         sched = make_schedule("cosine", 1000)
         t = torch.randint(1, 1000, (shape[0],), generator=g)
         out = []
-        for what, coeffs, clip in (("DDPM step", kernels.ddpm_coefficients(sched, t, "eps"), False),
-                                   ("DDIM step eta=1, clipped x0", kernels.ddim_coefficients(sched, t, t - 1, 1.0), True)):
+        steps = (("DDPM step", kernels.ddpm_coefficients(sched, t, "eps"), False),
+                 ("DDIM step eta=1, clipped x0", kernels.ddim_coefficients(sched, t, t - 1, 1.0), True))
+        for what, coeffs, clip in steps:
             got = kernels.sampler_update(x, m, coeffs, z, clip)
             want = reference.sampler_update(x.float(), m.float(), coeffs, z.float(), clip)
             out.append(("forward", what, got, want))
@@ -328,6 +329,7 @@ def train_run(model_name: str, ckpt_dir: Path, cpu: bool, kill_at: int | None = 
 
 
 def _worker_cmd(cpu: bool, *args) -> list[str]:
+    """The command line that runs this script as one of its workers."""
     return [sys.executable, str(Path(__file__).resolve()), *args] + (["--cpu"] if cpu else [])
 
 
@@ -393,6 +395,7 @@ def check_training(work: Path, cpu: bool) -> dict:
 
 
 def _tail(path: Path, n: int = 600) -> str:
+    """The last ``n`` characters of a log file, for an error message."""
     text = path.read_text(errors="replace") if path.exists() else ""
     return text[-n:].strip() or "(no output)"
 
@@ -443,7 +446,8 @@ def chapter_paths(names: list[str] | None) -> list[Path]:
 def check_chapters(paths: list[Path], work: Path, cpu: bool, jobs: int, timeout: float) -> dict:
     """Part 4: the chapters ``paths`` in the gpu profile under smoke, ``jobs`` at a time, each in its own process
     and kernel; a chapter past ``timeout`` is stopped."""
-    env = dict(os.environ, MINIDIFF_PROFILE="gpu", MINIDIFF_SMOKE="1", MINIDIFF_STATIC="1", MINIDIFF_CHECKPOINT_DIR="off")
+    env = dict(os.environ, MINIDIFF_PROFILE="gpu", MINIDIFF_SMOKE="1", MINIDIFF_STATIC="1",
+               MINIDIFF_CHECKPOINT_DIR="off")
     if cpu:
         env.update(MINIDIFF_DEVICE="cpu", TRITON_INTERPRET="1")
     else:
@@ -559,7 +563,8 @@ def _versions(cpu: bool) -> dict:
     except importlib.metadata.PackageNotFoundError:
         triton = None
     cuda = torch.cuda.is_available() and not cpu
-    return {"torch": torch.__version__, "triton": triton, "cuda": torch.version.cuda, "python": platform.python_version(),
+    return {"torch": torch.__version__, "triton": triton, "cuda": torch.version.cuda,
+            "python": platform.python_version(),
             "gpu": torch.cuda.get_device_name() if cuda else "none (CPU path)",
             "machine": f"{platform.node()}, {platform.machine()}, {os.cpu_count()} CPUs, {platform.system()}"}
 
@@ -625,6 +630,7 @@ def main(argv=None) -> int:
         f"work folder {work}")
 
     def run_part(part):
+        """``(part, its result, seconds)``; a part that raises is reported as failed and the others still run."""
         t0 = time.perf_counter()
         log(f"part {part}")
         try:

@@ -139,7 +139,8 @@ def test_table_reports_failures(gc):
                 {"chapter": "06_score_matching", "ok": True, "seconds": 3.0, "failed_cell": None, "error": None}]},
             "training": {"status": "fail", "runs": [], "problems": ["the DiT resumed from step 0, expected 20"]}}
     rows = gc.summary_rows(info)
-    assert ("kernels", "groupnorm_silu backward bf16", "FAIL", "3.5 of the tolerance (rtol 0.02), worst: dx at 2x3") in rows
+    assert ("kernels", "groupnorm_silu backward bf16", "FAIL",
+            "3.5 of the tolerance (rtol 0.02), worst: dx at 2x3") in rows
     assert ("chapters", "04_ddpm", "FAIL", "12.5 s; cell 7: AssertionError: x") in rows
     assert ("chapters", "06_score_matching", "pass", "3.0 s") in rows
     assert ("training", "problem", "FAIL", "the DiT resumed from step 0, expected 20") in rows
@@ -150,7 +151,8 @@ def test_table_reports_failures(gc):
 def test_without_triton_the_kernel_parts_are_skipped_with_the_reason(gc, monkeypatch):
     monkeypatch.setitem(sys.modules, "triton", None)      # "import triton" now raises ImportError
     for part in (gc.check_kernels(torch.device("cpu"), cpu=True), gc.measure_speed(torch.device("cpu"), True, 1)):
-        assert part["status"] == "skipped" and part["reason"].startswith("Triton cannot be imported: ModuleNotFoundError")
+        assert part["status"] == "skipped"
+        assert part["reason"].startswith("Triton cannot be imported: ModuleNotFoundError")
     assert gc.check_kernels(torch.device("cpu"), cpu=False)["status"] == "fail"    # on a GPU machine it must work
 
 

@@ -108,15 +108,16 @@ def test_gpu_check_section(render_results, tmp_path, monkeypatch):
     section = render_results.gpu_check()
     assert "has not run yet" not in section
     for text in ("### NVIDIA H200: FAILED in 432 s",
-                 "| kernels | layernorm_modulate backward bf16 | pass | 0.12 of the tolerance (rtol 0.02), worst: dx at "
-                 "128x256x384 |",
+                 "| kernels | layernorm_modulate backward bf16 | pass | 0.12 of the tolerance (rtol 0.02), worst: "
+                 "dx at 128x256x384 |",
                  "| speed | GroupNorm+SiLU fwd 16x256x64x64/G32 | measured | 2,440.3 GB/s, 91% of a copy, 1.50x "
                  "torch.compile, 3.64x eager |",
-                 "| training | dit (DiT-Mini/4), 50 steps, killed at 25, resumed from 20 | pass | 21.2 s, loss 1.012 -> "
-                 "0.099, AMP bfloat16, channels_last, compile, fused AdamW |",
+                 "| training | dit (DiT-Mini/4), 50 steps, killed at 25, resumed from 20 | pass | 21.2 s, "
+                 "loss 1.012 -> 0.099, AMP bfloat16, channels_last, compile, fused AdamW |",
                  "| chapters | 09_dit | FAIL | 48.5 s; cell 12: AssertionError: a \\| b |",
                  "| total | 432 s (budget 480 s) | FAIL |", "Triton 3.9.0, CUDA 13.0",
-                 "2027-01-02T03:04:05+00:00", "gpu-box, x86_64, 16 CPUs", "`python scripts/gpu_check.py (via make gpu-check)`",
+                 "2027-01-02T03:04:05+00:00", "gpu-box, x86_64, 16 CPUs",
+                 "`python scripts/gpu_check.py (via make gpu-check)`",
                  "data `benchmarks/results/gpu_check.json`"):
         assert text in section, text
     assert section in render_results.render()
