@@ -40,8 +40,10 @@ test: setup
 	MINIDIFF_PROFILE=ci MINIDIFF_STATIC=1 $(PY) -m pytest tests chapters --nbval-lax --nbval-current-env $(PYTEST_ARGS)
 
 # The GPU check (scripts/gpu_check.py): Triton kernels compiled vs the reference, their speed, U-Net and DiT training
-# killed and resumed, every chapter in the gpu profile under MINIDIFF_SMOKE=1; one JSON and one table.
-gpu-check: setup
+# killed and resumed, every chapter in the gpu profile under MINIDIFF_SMOKE=1; one JSON and one table. It runs offline,
+# so it uses the existing .venv as it is and never starts an installation (make setup needs the network).
+gpu-check:
+	@test -x $(PY) || { echo "!! $(PY) is missing: run make setup first (with network access)"; exit 1; }
 	$(PY) scripts/gpu_check.py $(GPU_CHECK_ARGS)
 
 lab: setup
