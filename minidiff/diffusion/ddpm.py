@@ -222,7 +222,7 @@ def loss_by_timestep(model: Callable, schedule: NoiseSchedule, x0: torch.Tensor,
             t = torch.full((xb.shape[0],), tv, device=device, dtype=torch.long)
             pred = model(q_sample(sched, xb, t, nb), t, **kb)
             err = (pred.float() - target_for(prediction, sched, xb, nb, t).float()).pow(2)
-            out[j] += err.flatten(1).mean(1).double().sum().cpu()
+            out[j] += err.flatten(1).mean(1).sum().cpu().double()
     return (out / x0.shape[0]).float()
 
 

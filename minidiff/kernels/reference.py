@@ -44,10 +44,10 @@ def _prediction_coefficients(a: torch.Tensor, s: torch.Tensor, prediction: str):
 def ddpm_coefficients(schedule, t: torch.Tensor, prediction: str = "eps") -> torch.Tensor:
     """(B, 10) coefficient table (columns :data:`COEFFS`) of the ancestral step at int64 steps ``t``."""
     t = t.long().cpu()
-    ac = schedule.alphas_cumprod.detach().double().cpu()
+    ac = schedule.table64("alphas_cumprod")
     a, s = ac[t].sqrt(), (1 - ac[t]).sqrt()
     k = _prediction_coefficients(a, s, prediction)
-    g = lambda name: getattr(schedule, name).detach().double().cpu()[t]
+    g = lambda name: schedule.table64(name)[t]
     zero = torch.zeros_like(a)
     return torch.stack([*k, a, s, g("posterior_coef_x0"), zero, g("posterior_coef_xt"), g("posterior_variance").sqrt()], 1)
 
@@ -56,7 +56,7 @@ def ddim_coefficients(schedule, t: torch.Tensor, t_prev: torch.Tensor, eta: floa
                       prediction: str = "eps") -> torch.Tensor:
     """(B, 10) coefficient table of the DDIM step ``t -> t_prev`` (``t_prev = -1``: abar = 1), eq. 12 and 16."""
     t, t_prev = t.long().cpu(), t_prev.long().cpu()
-    ac = schedule.alphas_cumprod.detach().double().cpu()
+    ac = schedule.table64("alphas_cumprod")
     a_t = ac[t]
     a_s = torch.where(t_prev >= 0, ac[t_prev.clamp(min=0)], torch.ones_like(a_t))
     a, s = a_t.sqrt(), (1 - a_t).sqrt()
@@ -69,7 +69,8 @@ def ddim_coefficients(schedule, t: torch.Tensor, t_prev: torch.Tensor, eta: floa
 def sampler_update(x_t: torch.Tensor, model_out: torch.Tensor, coeffs: torch.Tensor, noise: torch.Tensor | None = None,
                    clip_x0: bool = False) -> torch.Tensor:
     """Reference of the fused sampler step (see the module docstring); ``coeffs`` is (B, 10)."""
-    c = coeffs.to(device=x_t.device, dtype=torch.float32).reshape(coeffs.shape[0], 10, *([1] * (x_t.ndim - 1)))
+    c = coeffs.to(torch.float32).to(x_t.device).reshape(   # cast on the CPU first: MPS has no float64
+        coeffs.shape[0], 10, *([1] * (x_t.ndim - 1)))
     k1, k2, k3, k4, a, s, A, B, C, D = c.unbind(1)
     xf, mf = x_t.float(), model_out.float()
     x0 = k1 * xf + k2 * mf
