@@ -623,8 +623,8 @@ def checkpoint_dir(run: str, profile: str | None = None):
     so after a disconnect, re-running the chapter (one "Run all") picks every long run up from its last checkpoint.
 
     ``$MINIDIFF_CHECKPOINT_DIR`` (set it with :func:`set_checkpoint_dir` or :func:`use_google_drive`) is the root;
-    the run goes in ``<root>/<profile>/<run>``. ``off`` disables checkpoints. Unset: ``runs/<profile>/<run>`` in
-    the working folder for the ``cpu`` and ``gpu`` profiles, and none for ``ci`` (short runs that must start fresh).
+    the run goes in ``<root>/<profile>/<run>`` (``<root>/<profile>-smoke/<run>`` under ``$MINIDIFF_SMOKE=1``).
+    ``off`` disables checkpoints. Unset: ``runs/<profile>/<run>`` in the working folder for the ``cpu`` and ``gpu`` profiles, and none for ``ci`` (short runs that must start fresh).
     """
     if not isinstance(run, str) or not run.strip() or ".." in run.split("/"):
         raise ValueError(f"run must be a non-empty relative name like '04_ddpm/unet', got {run!r}")
@@ -634,7 +634,8 @@ def checkpoint_dir(run: str, profile: str | None = None):
         return None
     from pathlib import Path
 
-    return Path(root or "runs") / name / run
+    # a smoke run (capped budgets) keeps its own folders: a real run must never resume a smoke checkpoint
+    return Path(root or "runs") / (f"{name}-smoke" if smoke() else name) / run
 
 
 def set_checkpoint_dir(path) -> None:

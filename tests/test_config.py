@@ -146,3 +146,18 @@ def test_smoke_caps_fields_added_later_by_their_names():
     assert (s.warmup_steps, s.fid_images, s.n_things, s.train_seconds, s.guidance_scales) == \
         (50, 100, 10, config.SMOKE_MAX_SECONDS, (0.0, 3.0))
     assert (s.widths, s.hidden) == ((16, 32, 64), 512)
+
+
+def test_smoke_runs_keep_their_own_checkpoints_and_cache(monkeypatch, tmp_path):
+    """A real run must never resume a smoke run's capped checkpoint (or be refused for its capped warmup)."""
+    from minidiff import cache
+
+    monkeypatch.setenv("MINIDIFF_CHECKPOINT_DIR", str(tmp_path))
+    monkeypatch.delenv("MINIDIFF_SMOKE", raising=False)
+    real = config.checkpoint_dir("04_ddpm/unet", "gpu")
+    real_cache = cache.cache_path("04_ddpm/sweep", {"a": 1})
+    monkeypatch.setenv("MINIDIFF_SMOKE", "1")
+    smoke = config.checkpoint_dir("04_ddpm/unet", "gpu")
+    assert real == tmp_path / "gpu" / "04_ddpm" / "unet"
+    assert smoke == tmp_path / "gpu-smoke" / "04_ddpm" / "unet"
+    assert cache.cache_path("04_ddpm/sweep", {"a": 1}) != real_cache
