@@ -31,3 +31,16 @@ def built_book(tmp_path_factory):
     warnings = [l for l in log.splitlines() if "WARNING" in l and "Kernel is running over TCP" not in l]
     assert proc.returncode == 0 and not warnings, "book build failed or warned:\n" + "\n".join(warnings or log.splitlines()[-40:])
     return out / "_build" / "html"
+
+
+@pytest.fixture
+def triton_present():
+    """Skip where Triton does not import and torch does not need it; fail where torch requires it (broken install)."""
+    from minidiff import kernels
+
+    problem = kernels.triton_problem()
+    if problem is not None:
+        kind, message = problem
+        if kind == "broken":
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)

@@ -106,17 +106,6 @@ BROKEN = {"wrong_values": (wrong_values_impl, "differs from the reference"),
 
 
 @pytest.fixture
-def triton_present():
-    """Skip where Triton does not import and torch does not need it; fail where torch requires it (broken install)."""
-    problem = kernels.triton_problem()
-    if problem is not None:
-        kind, message = problem
-        if kind == "broken":
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
-
-
-@pytest.fixture
 def auto(triton_present, monkeypatch):
     """The ``auto`` backend with fresh self-checks; on a CPU-only machine ``auto`` also considers CPU tensors."""
     kernels.reset_self_checks()

@@ -33,17 +33,6 @@ DTYPES = [pytest.param(dt, id=str(dt).removeprefix("torch.")) for dt in TOL]
 
 
 @pytest.fixture(autouse=True)
-def triton_present():
-    """Skip where Triton does not import and torch does not need it; fail where torch requires it (broken install)."""
-    problem = kernels.triton_problem()
-    if problem is not None:
-        kind, message = problem
-        if kind == "broken":
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
-
-
-@pytest.fixture(autouse=True)
 def force_triton(triton_present):
     if not torch.cuda.is_available():
         if "triton" in sys.modules and os.environ.get("TRITON_INTERPRET") != "1":
