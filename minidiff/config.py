@@ -614,6 +614,8 @@ def banner(chapter: str | None = None, profile: Profile | None = None) -> str:
         parts.append(f"expected runtime: {runtime}")
     ckpt = checkpoint_dir("x", p.name)
     parts.append(f"checkpoints: {ckpt.parent if ckpt is not None else 'off'}")
+    if smoke():
+        parts.append(f"smoke run ({SMOKE_ENV}=1): budgets capped, offline data; numbers mean nothing")
     return " | ".join(parts)
 
 

@@ -28,10 +28,10 @@ results page.
 
 ``--cpu`` is the path that runs without a GPU, in ``make test``: the kernels through Triton's interpreter at tiny
 sizes (reported as skipped, with the reason, when Triton cannot be imported), the speed part as a smoke run (its
-timings mean nothing), a few training steps without compile with the same kill and resume, and two fast chapters in
-the ``gpu`` profile under smoke on the CPU (``MINIDIFF_DEVICE=cpu``), run alongside the other parts in
-single-threaded processes (``OMP_NUM_THREADS=1`` unless set) so that the cores stay busy: about 90 s on 2 cores,
-most of it chapter 06, whose toy networks are the gpu profile's (4x wider than in ci).
+timings mean nothing), a few training steps without compile with the same kill and resume, and two fast chapters
+under smoke on the CPU (``MINIDIFF_DEVICE=cpu``) at tiny sizes, that is in the ``ci`` profile (in the ``gpu`` profile
+chapter 06's toy networks are 4x wider and alone took 90 s of the 2 cores, too much for ``make test``; ``--profile
+gpu`` runs them so), alongside the other parts in single-threaded processes (``OMP_NUM_THREADS=1`` unless set).
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ JSON_NAME = "gpu_check.json"
 BUDGET_S = 480.0                                            # the whole check on one GPU, in seconds
 PARTS = ("kernels", "speed", "training", "chapters")
 TOLERANCES = {"fp32": 1e-5, "fp16": 2e-3, "bf16": 2e-2}    # relative, per dtype (see the module docstring)
-CPU_CHAPTERS = ("06_score_matching", "12_kernels_and_speed")   # the fastest chapters in the gpu profile on a CPU
+CPU_CHAPTERS = ("06_score_matching", "12_kernels_and_speed")   # two of the fastest chapters on a CPU
 # (kernel, shapes) at real sizes on the GPU and tiny ones through the interpreter. groupnorm_silu: (B, C, H, W, groups)
 GPU_SHAPES = {"sampler_update": [(256, 3, 64, 64), (100, 1, 28, 28)],
               "layernorm_modulate": [(128, 256, 384), (64, 49, 200)],
@@ -443,10 +443,10 @@ def chapter_paths(names: list[str] | None) -> list[Path]:
     return paths
 
 
-def check_chapters(paths: list[Path], work: Path, cpu: bool, jobs: int, timeout: float) -> dict:
-    """Part 4: the chapters ``paths`` in the gpu profile under smoke, ``jobs`` at a time, each in its own process
-    and kernel; a chapter past ``timeout`` is stopped."""
-    env = dict(os.environ, MINIDIFF_PROFILE="gpu", MINIDIFF_SMOKE="1", MINIDIFF_STATIC="1",
+def check_chapters(paths: list[Path], work: Path, cpu: bool, jobs: int, timeout: float, profile: str = "gpu") -> dict:
+    """Part 4: the chapters ``paths`` in ``profile`` (the gpu profile on a GPU) under smoke, ``jobs`` at a time, each
+    in its own process and kernel; a chapter past ``timeout`` is stopped."""
+    env = dict(os.environ, MINIDIFF_PROFILE=profile, MINIDIFF_SMOKE="1", MINIDIFF_STATIC="1",
                MINIDIFF_CHECKPOINT_DIR="off")
     if cpu:
         env.update(MINIDIFF_DEVICE="cpu", TRITON_INTERPRET="1")
@@ -455,7 +455,7 @@ def check_chapters(paths: list[Path], work: Path, cpu: bool, jobs: int, timeout:
         env.pop("MINIDIFF_DEVICE", None)
     (work / "notebooks").mkdir(exist_ok=True)
     pending, running, rows = list(paths), {}, []
-    log(f"chapters: {len(paths)} in the gpu profile under MINIDIFF_SMOKE=1, {jobs} at a time")
+    log(f"chapters: {len(paths)} in the {profile} profile under MINIDIFF_SMOKE=1, {jobs} at a time")
     while pending or running:
         while pending and len(running) < jobs:
             path = pending.pop(0)
@@ -480,8 +480,8 @@ def check_chapters(paths: list[Path], work: Path, cpu: bool, jobs: int, timeout:
                 row = {"chapter": path.stem, "ok": False, "seconds": time.perf_counter() - t0, "failed_cell": None,
                        "banner": None, "error": f"the chapter worker exited with {p.returncode}: "
                                                 f"{_tail(work / f'{path.stem}.log', 400)}"}
-            if row["ok"] and not (row["banner"] or "").startswith("minidiff | profile=gpu"):
-                row.update(ok=False, error=f"the chapter did not run in the gpu profile (banner: {row['banner']!r})")
+            if row["ok"] and not (row["banner"] or "").startswith(f"minidiff | profile={profile}"):
+                row.update(ok=False, error=f"the chapter did not run in the {profile} profile (banner: {row['banner']!r})")
             rows.append(row)
             log(f"chapters: [{len(rows)}/{len(paths)}] {row['chapter']}: {'pass' if row['ok'] else 'FAIL'} "
                 f"in {row['seconds']:.1f} s" + (f" ({row['error']})" if row["error"] else ""))
@@ -577,6 +577,8 @@ def main(argv=None) -> int:
     ap.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS), help="run only these parts")
     ap.add_argument("--chapters", nargs="+", default=None,
                     help="chapter names (default: all in _toc.yml; with --cpu: " + ", ".join(CPU_CHAPTERS) + ")")
+    ap.add_argument("--profile", choices=("ci", "cpu", "gpu"), default=None,
+                    help="the chapters' profile under smoke (default gpu; ci, tiny sizes, with --cpu)")
     ap.add_argument("--jobs", type=int, default=None, help="chapters at a time (default 4 on a GPU, 2 with --cpu)")
     ap.add_argument("--chapter-timeout", type=float, default=300.0, help="seconds a chapter may take (default 300)")
     ap.add_argument("--reps", type=int, default=30, help="timed repeats per measurement in the speed part")
@@ -641,7 +643,8 @@ def main(argv=None) -> int:
             elif part == "training":
                 result = check_training(work, args.cpu)
             else:
-                result = check_chapters(chapters, work, args.cpu, jobs, args.chapter_timeout)
+                result = check_chapters(chapters, work, args.cpu, jobs, args.chapter_timeout,
+                                        args.profile or ("ci" if args.cpu else "gpu"))
         except Exception as e:   # a part that crashes is a failed part; the others still run
             result = {"status": "fail", "reason": f"{type(e).__name__}: {e}", "rows": [], "runs": [],
                       "problems": [f"the part raised {type(e).__name__}: {e}"]}
