@@ -33,7 +33,7 @@ REPO_URL, REF = "{url}", "{ref}"
 if importlib.util.find_spec("minidiff") is None:
     pip = subprocess.run([sys.executable, "-m", "pip", "install", f"minidiff @ git+{{REPO_URL}}@{{REF}}"],
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    print(pip.stdout if pip.returncode else pip.stdout.strip().splitlines()[-1])   # pip's own words, errors included
+    print(pip.stdout if pip.returncode else pip.stdout.strip().rsplit("\\n", 1)[-1])   # pip's own words, errors included
     if pip.returncode:
         raise RuntimeError(f"could not install minidiff from {{REPO_URL}}@{{REF}} (pip's errors are printed above); "
                            "if the course lives in another repository or branch, set REPO_URL and REF in this cell")

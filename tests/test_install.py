@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata as md
 import json
 import os
@@ -95,10 +94,6 @@ def test_no_dependency_pins_anything_torch_pins():
 # ----------------------------------------------------------------------------- the Colab path
 
 
-def _sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _state(python: Path, cwd: Path, env: dict) -> dict:
     code = ("import json, importlib.metadata as md, torch, torchvision; "
             "print(json.dumps({'torch': torch.__version__, 'torchvision': torchvision.__version__, "
@@ -141,8 +136,6 @@ def test_colab_style_install_leaves_torch_alone_and_pulls_no_tool_chain(tmp_path
                PIP_NO_INDEX="1", PIP_DISABLE_PIP_VERSION_CHECK="1",
                PIP_NO_BUILD_ISOLATION="0")   # pip's inverted switch: "0" turns build isolation off (offline build)
     before = _state(py, work, env)
-    torch_record = Path(md.distribution("torch")._path) / "RECORD"   # type: ignore[attr-defined]
-    record_hash = _sha(torch_record)
     assert subprocess.run([str(py), "-c", "import minidiff"], cwd=work, env=env, capture_output=True).returncode != 0, \
         "minidiff must not be importable before the setup cell runs"
     listed_before = {p.name for p in vsite.iterdir()}
@@ -169,10 +162,9 @@ def test_colab_style_install_leaves_torch_alone_and_pulls_no_tool_chain(tmp_path
     assert "Successfully installed minidiff" in good.stdout
     assert "minidiff | profile=ci" in good.stdout        # the banner: config imported from the installed package
 
-    # torch and torchvision untouched: same versions, same files, torch's RECORD unchanged, nothing else installed
+    # torch and torchvision untouched: same versions, imported from the same files, nothing else installed
     after = _state(py, work, env)
     assert after == before
-    assert _sha(torch_record) == record_hash
     new = sorted({p.name for p in vsite.iterdir()} - listed_before)
     assert new and all("minidiff" in n.lower() for n in new), f"the install pulled more than minidiff: {new}"
     for word in ("Uninstalling torch", "Installing collected packages: torch", "Collecting torch"):
