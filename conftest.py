@@ -1,14 +1,23 @@
-"""Root pytest configuration: enforce each chapter's time budget when chapters run under nbval.
+"""Root pytest configuration for the chapters that run under nbval.
 
-nbval runs one test item per notebook cell; we add up the cell durations of each notebook and fail the session
-if a chapter exceeds the budget of the active profile (``minidiff.config.Profile.chapter_budget_s``; 60 s in ci),
-or ``$MINIDIFF_CHAPTER_BUDGET_S`` when set.
+1. Time budget: nbval runs one test item per notebook cell; we add up the cell durations of each notebook and fail
+   the session if a chapter exceeds the budget of the active profile (``minidiff.config.Profile.chapter_budget_s``;
+   60 s in ci), or ``$MINIDIFF_CHAPTER_BUDGET_S`` when set.
+2. Each chapter executes once per session: notebooks run first (before the unit tests), and the outputs nbval
+   receives are kept, so the website tests (``built_book`` in ``tests/conftest.py``) build the book from the notebooks
+   nbval executed instead of executing every chapter a second time (``config._minidiff_notebook_runs.complete``).
 """
 
 from __future__ import annotations
 
 import collections
+import copy
 import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent
 
 _durations: dict[str, float] = collections.defaultdict(float)
 
@@ -45,3 +54,69 @@ def pytest_sessionfinish(session, exitstatus):
     if over and session.exitstatus == 0:
         session.exitstatus = 1
         print("\nchapters over their time budget: " + ", ".join(f"{p} ({s:.0f} s > {budget:.0f} s)" for p, s in over.items()))
+
+
+# ----------------------------------------------------------------------------- notebooks executed once per session
+
+def _is_notebook_item(item) -> bool:
+    return item.nodeid.split("::")[0].endswith(".ipynb")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Notebook cells first (in their order), then everything else: the website tests reuse what the chapters ran."""
+    items[:] = [i for i in items if _is_notebook_item(i)] + [i for i in items if not _is_notebook_item(i)]
+
+
+class _NotebookRuns:
+    """What nbval executed in this session: per notebook, its parsed source and each code cell's outputs."""
+
+    def __init__(self):
+        self.source: dict[Path, object] = {}                # notebook path -> nbformat node nbval read
+        self.outputs: dict[Path, dict[int, list]] = collections.defaultdict(dict)  # path -> code cell -> outputs
+        self.failed: set[Path] = set()
+
+    def record(self, item, report) -> None:
+        path = Path(str(item.fspath)).resolve()
+        self.source.setdefault(path, item.parent.nb)
+        if report.passed and item.test_outputs is not None:
+            self.outputs[path][item.cell_num] = copy.deepcopy(item.test_outputs)
+        else:
+            self.failed.add(path)
+
+    def notebook(self, path: Path):
+        """The executed notebook at ``path``, or None unless every code cell ran and passed in this session."""
+        path = Path(path).resolve()
+        if path in self.failed or path not in self.source:
+            return None
+        nb = copy.deepcopy(self.source[path])
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        if set(self.outputs[path]) != set(range(len(code))):
+            return None
+        for n, cell in enumerate(code):
+            cell.execution_count = n + 1
+            cell.outputs = self.outputs[path][n]
+            for out in cell.outputs:
+                if out.get("output_type") == "execute_result":
+                    out["execution_count"] = n + 1
+        return nb
+
+    def complete(self, paths) -> dict | None:
+        """``{path: executed notebook}`` for all of ``paths`` if nbval ran every one of them completely in this
+        session, else None (the caller then executes them itself)."""
+        out = {Path(p): self.notebook(p) for p in paths}
+        return None if not out or any(nb is None for nb in out.values()) else out
+
+
+def pytest_configure(config):
+    config._minidiff_notebook_runs = _NotebookRuns()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call" and hasattr(item, "test_outputs") and hasattr(item, "cell_num"):
+        item.config._minidiff_notebook_runs.record(item, report)
+    elif report.when == "setup" and not report.passed and hasattr(item, "cell_num"):
+        item.config._minidiff_notebook_runs.failed.add(Path(str(item.fspath)).resolve())
+

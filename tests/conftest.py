@@ -10,6 +10,7 @@ import torch  # importing torch and asking torch.cuda.is_available() do not impo
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,13 +20,59 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _chapters_in_toc() -> list[Path]:
+    import yaml
+
+    def files(node):
+        if isinstance(node, dict):
+            if "file" in node:
+                yield node["file"]
+            for v in node.values():
+                yield from files(v)
+        elif isinstance(node, list):
+            for v in node:
+                yield from files(v)
+
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    return [ROOT / (f + ".ipynb") for f in files(toc) if (ROOT / (f + ".ipynb")).exists()]
+
+
+_TOP_LEVEL_SKIPPED = {".git", ".venv", "_build", "runs", "checkpoints", "data", "test-artifacts", ".pytest_cache", ".whl"}
+
+
+def _skip_copy(folder, names):
+    """What the book's source copy leaves out: build outputs and local state at the top, caches everywhere."""
+    top = Path(folder).resolve() == ROOT
+    return [n for n in names if (top and n in _TOP_LEVEL_SKIPPED) or n in {"__pycache__", ".jupyter_cache"}
+            or n.endswith(".egg-info")]
+
+
 @pytest.fixture(scope="session")
-def built_book(tmp_path_factory):
-    """Build the book once (ci profile) with warnings turned into errors; yields the html folder."""
+def built_book(request, tmp_path_factory):
+    """Build the book once (ci profile) with warnings turned into errors; yields the html folder.
+
+    When nbval already ran every chapter in this session (``make test`` runs the notebooks first, see the root
+    conftest), the book is built from those executed notebooks, in a copy of the sources with execution switched
+    off: each chapter executes once per ``make test``. Otherwise (e.g. ``pytest tests/test_site.py`` alone) the
+    build executes the chapters itself."""
     out = tmp_path_factory.mktemp("book")
     env = dict(os.environ, MINIDIFF_PROFILE="ci", MINIDIFF_STATIC="1")
+    src = ROOT
+    runs = getattr(request.config, "_minidiff_notebook_runs", None)
+    executed = runs.complete(_chapters_in_toc()) if runs is not None else None
+    if executed:
+        import nbformat
+
+        src = out / "src"
+        shutil.copytree(ROOT, src, ignore=_skip_copy)
+        for path, nb in executed.items():
+            nbformat.write(nb, str(src / path.relative_to(ROOT)))
+        cfg = (src / "_config.yml").read_text()
+        assert "execute_notebooks: cache" in cfg, "_config.yml: expected 'execute_notebooks: cache' to switch off"
+        (src / "_config.yml").write_text(cfg.replace("execute_notebooks: cache", 'execute_notebooks: "off"'))
+    print(f"\nbuilding the book from {'the notebooks nbval executed' if executed else 'the sources (executing them)'}")
     jb = Path(sys.executable).with_name("jupyter-book")
-    proc = subprocess.run([str(jb), "build", str(ROOT), "--path-output", str(out), "-W", "-n", "--keep-going"],
+    proc = subprocess.run([str(jb), "build", str(src), "--path-output", str(out), "-W", "-n", "--keep-going"],
                           env=env, capture_output=True, text=True, timeout=1500)
     log = proc.stdout + proc.stderr
     warnings = [l for l in log.splitlines() if "WARNING" in l and "Kernel is running over TCP" not in l]
