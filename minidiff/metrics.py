@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._checks import check_images, check_tensor
+from .ssl.augment import gaussian_blur  # noqa: F401  (the one Gaussian blur; the "blurred digits" baseline)
 
 FEATURE_DIM = 64
 WEIGHTS_FILE = "lenet_mnist5k.pt"
@@ -226,15 +227,3 @@ def class_agreement(x: torch.Tensor, requested: torch.Tensor) -> dict:
     return {"accuracy": float((pred == req).double().mean()), "within_class_entropy": sum(ents) / len(ents),
             "mean_max_prob": float(p.max(1).values.mean())}
 
-
-def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Blur images with a Gaussian of std ``sigma`` pixels (a baseline: "blurred digits")."""
-    check_images(x, "x")
-    if sigma <= 0:
-        return x.clone()
-    r = max(1, int(math.ceil(3 * sigma)))
-    k = torch.exp(-torch.arange(-r, r + 1, dtype=torch.float32, device=x.device) ** 2 / (2 * sigma**2))
-    k = (k / k.sum()).to(x.dtype)
-    C = x.shape[1]
-    h = F.conv2d(F.pad(x, (r, r, 0, 0), mode="replicate"), k.view(1, 1, 1, -1).expand(C, 1, 1, -1), groups=C)
-    return F.conv2d(F.pad(h, (0, 0, r, r), mode="replicate"), k.view(1, 1, -1, 1).expand(C, 1, -1, 1), groups=C)

@@ -78,13 +78,29 @@ def test_hand_made_pixels():
 
 def test_blur_matches_torchvision_and_sigma_zero_is_identity():
     x = torch.rand(2, 1, 12, 12) * 2 - 1
-    y = A.gaussian_blur(x, torch.tensor([1.0, 0.0]), kernel_size=7)
+    y = A.gaussian_blur(x, torch.tensor([1.0, 0.0]), kernel_size=7, padding="reflect")
     ref = TF.gaussian_blur(x[:1], kernel_size=7, sigma=1.0)
     assert torch.allclose(y[:1], ref, atol=1e-5)
     assert torch.allclose(y[1], x[1], atol=1e-6)
     # a constant image stays constant; the blur conserves the mean of a periodic-free interior impulse
     c = torch.full((1, 1, 9, 9), 0.3)
     assert torch.allclose(A.gaussian_blur(c, 1.5), c, atol=1e-6)
+
+
+def test_one_gaussian_blur():
+    """The package has one Gaussian blur: metrics re-exports the augmentation's (issue 17, item 4)."""
+    from minidiff import metrics
+    assert metrics.gaussian_blur is A.gaussian_blur
+    # the metrics baseline's behaviour, as it was before the merge: replicate padding, radius ceil(3 sigma)
+    x = torch.rand(2, 1, 10, 10) * 2 - 1
+    r = 3
+    k = torch.exp(-torch.arange(-r, r + 1.0) ** 2 / 2)
+    k = k / k.sum()
+    h = torch.nn.functional.conv2d(torch.nn.functional.pad(x, (r, r, 0, 0), mode="replicate"), k.view(1, 1, 1, -1))
+    ref = torch.nn.functional.conv2d(torch.nn.functional.pad(h, (0, 0, r, r), mode="replicate"), k.view(1, 1, -1, 1))
+    assert torch.allclose(A.gaussian_blur(x, 1.0), ref, atol=1e-6)
+    with pytest.raises(ValueError, match="padding"):
+        A.gaussian_blur(x, 1.0, padding="zeros")
 
 
 def test_per_image_parameters_differ_and_views_are_independent():

@@ -182,9 +182,16 @@ def adjust_hue(x: torch.Tensor, shift) -> torch.Tensor:
     return _from01(hsv_to_rgb(hsv))
 
 
-def gaussian_blur(x: torch.Tensor, sigma, kernel_size: int | None = None) -> torch.Tensor:
-    """Separable Gaussian blur with one ``sigma`` per image (reflect padding). ``sigma = 0`` leaves an image as is."""
+def gaussian_blur(x: torch.Tensor, sigma, kernel_size: int | None = None, padding: str = "replicate") -> torch.Tensor:
+    r"""Separable Gaussian blur with one ``sigma`` (pixels) per image, or one for all: the kernel
+    :math:`k_i \propto \exp(-i^2/2\sigma^2)`, :math:`|i| \le r`, normalised to sum 1, applied along rows then columns,
+    with radius :math:`r = \lceil 3\sigma_\max\rceil` (at least 1) unless ``kernel_size = 2r + 1`` is given.
+    ``sigma = 0`` leaves an image as is. ``padding`` is ``"replicate"`` (the default: the "blurred digits" baseline
+    of :mod:`minidiff.metrics`, which re-exports this function) or ``"reflect"`` (torchvision's, used by
+    :class:`Augment`). The package's one Gaussian blur."""
     check_images(x, "x")
+    if padding not in ("replicate", "reflect"):
+        raise ValueError(f"padding must be 'replicate' or 'reflect', got {padding!r}")
     b, c, h, w = x.shape
     sig = _per_image(sigma, x, "sigma").view(b)
     if (sig < 0).any():
@@ -200,8 +207,8 @@ def gaussian_blur(x: torch.Tensor, sigma, kernel_size: int | None = None) -> tor
     k = k / k.sum(1, keepdim=True)                         # (B, K)
     kk = k.repeat_interleave(c, 0)                          # one kernel per (image, channel)
     y = x.reshape(1, b * c, h, w)
-    y = F.conv2d(F.pad(y, (r, r, 0, 0), mode="reflect"), kk.view(b * c, 1, 1, -1), groups=b * c)
-    y = F.conv2d(F.pad(y, (0, 0, r, r), mode="reflect"), kk.view(b * c, 1, -1, 1), groups=b * c)
+    y = F.conv2d(F.pad(y, (r, r, 0, 0), mode=padding), kk.view(b * c, 1, 1, -1), groups=b * c)
+    y = F.conv2d(F.pad(y, (0, 0, r, r), mode=padding), kk.view(b * c, 1, -1, 1), groups=b * c)
     return y.view(b, c, h, w)
 
 
@@ -267,7 +274,7 @@ class Augment:
         if self.blur_p > 0:
             lo, hi = self.blur_sigma
             sig = lo + (hi - lo) * rand(b)
-            x = gaussian_blur(x, torch.where(rand(b) < self.blur_p, sig, torch.zeros_like(sig)))
+            x = gaussian_blur(x, torch.where(rand(b) < self.blur_p, sig, torch.zeros_like(sig)), padding="reflect")
         return x
 
     def two_views(self, x: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
