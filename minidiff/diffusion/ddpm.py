@@ -17,7 +17,6 @@ A model is any callable ``model(x_t, t)`` with ``t`` an int64 tensor of shape ``
 
 from __future__ import annotations
 
-import numbers
 from typing import Callable
 
 import torch
@@ -224,69 +223,3 @@ def loss_by_timestep(model: Callable, schedule: NoiseSchedule, x0: torch.Tensor,
             err = (pred.float() - target_for(prediction, sched, xb, nb, t).float()).pow(2)
             out[j] += err.flatten(1).mean(1).sum().cpu().double()
     return (out / x0.shape[0]).float()
-
-
-def train_ddpm(model, schedule: NoiseSchedule, x: torch.Tensor, y: torch.Tensor | None = None, *, cfg,
-               batch_size: int, prediction: str = "eps", p_uncond: float | None = None, null=None, seed: int = 0,
-               evaluate=None):
-    r"""Fit a denoiser with the eq. 14 objective on the data ``x`` (on the model's device), optionally conditioned on
-    ``y``: int64 labels (null label ``null``, default ``model.num_classes``) or float vectors (null vector ``null``,
-    default zeros). With ``p_uncond`` each condition is replaced by the null one with that probability, so one
-    network learns both :math:`\epsilon(x_t, y)` and :math:`\epsilon(x_t, \varnothing)` for classifier-free guidance.
-
-    Conditions are dropped in one place only. Given ``p_uncond`` (0 included), this function drops them, and the
-    label dropout a model does on its own (a DiT's ``class_dropout``, :class:`minidiff.nets.dit.LabelEmbedder`) is
-    switched off while it trains, then restored (on the model and on the returned EMA copy): the fraction of null
-    conditions the network sees is ``p_uncond``. With ``p_uncond=None`` (the default) this function drops nothing and
-    the model's own dropout, if any, is the one (a U-Net then sees no null labels, a DiT ``cfg.class_dropout`` of them).
-    ``cfg`` is a :class:`minidiff.train.TrainConfig`; returns its :class:`~minidiff.train.TrainResult`. ``evaluate``
-    is passed on to :func:`minidiff.train.train` (called every ``cfg.eval_every`` steps with the EMA model).
-
-    This is the loop of chapters 04, 08, 10 and 11 in one call::
-
-        run = train_ddpm(unet, sched, x_train, y_train, cfg=TrainConfig(steps=500), batch_size=64, p_uncond=0.1)
-    """
-    from ..train import train
-    from .guidance import drop_condition
-
-    _check_schedule(schedule)
-    _check_prediction(prediction)
-    check_tensor(x, "x", floating=True)
-    if y is not None:
-        check_tensor(y, "y")
-        if y.shape[0] != x.shape[0]:
-            raise ValueError(f"x and y must have the same number of rows, got {x.shape[0]} and {y.shape[0]}")
-        if not y.is_floating_point() and null is None:
-            null = getattr(model, "num_classes", None)
-            if null is None:
-                raise ValueError("integer labels y need a null label for dropout: pass null=... or use a model with "
-                                 "num_classes")
-    if p_uncond is not None and (isinstance(p_uncond, bool) or not isinstance(p_uncond, numbers.Real)
-                                 or not 0 <= p_uncond <= 1):
-        raise ValueError(f"p_uncond must be a probability in [0, 1] or None, got {p_uncond!r}")
-    from ..data import TensorSampler
-    from ..nets.dit import label_dropouts, set_label_dropouts
-
-    gen = torch.Generator().manual_seed(seed + 1)
-
-    def loss(m, batch):
-        if y is None:
-            return ddpm_loss(m, schedule, batch, prediction=prediction)
-        xb, yb = batch
-        if p_uncond:
-            yb = drop_condition(yb, p_uncond, null, generator=gen)
-        return ddpm_loss(m, schedule, xb, prediction=prediction, model_kwargs={"y": yb})
-
-    batches = TensorSampler(x, batch_size=batch_size, seed=seed) if y is None else \
-        TensorSampler(x, y, batch_size=batch_size, seed=seed)
-    own = label_dropouts(model) if isinstance(model, torch.nn.Module) else []
-    if p_uncond is None or not any(own):
-        return train(model, loss, batches, cfg, evaluate=evaluate)
-    set_label_dropouts(model, 0.0)          # p_uncond is the one rate: no second drop inside the model
-    try:
-        run = train(model, loss, batches, cfg, evaluate=evaluate)
-    finally:
-        set_label_dropouts(model, own)
-    if run.ema is not model:                # the EMA copy was taken with the dropout off
-        set_label_dropouts(run.ema, own)
-    return run
