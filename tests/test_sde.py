@@ -107,6 +107,20 @@ def test_pf_ode_log_likelihood_matches_the_analytic_density(sde, hutchinson):
         assert abs(err.mean()) < 5 * err.std() / math.sqrt(len(err)) + 2e-3
 
 
+def test_one_rk4_step_serves_the_sampler_and_the_likelihood():
+    """One ODE step in sde.py (issue 17, item 4): ode_sample and log_likelihood both call _ode_step, whose RK4 rule is
+    exact to 4th order (checked on dy/dt = y, also on a tuple state)."""
+    import inspect
+    src = inspect.getsource(S)
+    assert src.count("2 * b + 2 * c") == 1 and "2 * k2" not in src and "_ode_step(" in inspect.getsource(S.log_likelihood)
+    y0 = torch.tensor([1.0], dtype=torch.float64)
+    for h in (0.1, -0.1):
+        y = S._ode_step(lambda y, t: y, y0, torch.tensor(0.0), h, "rk4")
+        assert abs(float(y) - math.exp(h)) < 1e-6 and abs(float(y) - math.exp(h)) > 1e-10
+        ya, yb = S._ode_step(lambda y, t: (y[0], 2 * y[1]), (y0, y0), torch.tensor(0.0), h, "rk4")
+        assert torch.equal(ya, y) and abs(float(yb) - math.exp(2 * h)) < 1e-5
+
+
 def test_bits_per_dim_conversion():
     # uniform density on [-1, 1]^D is exactly 8 bits per dimension for 256 levels
     d = 10

@@ -250,21 +250,29 @@ def pc_sample(sde: SDE, score_fn: Callable, shape, n_steps: int = 500, snr: floa
     return x
 
 
-def _ode_step(v: Callable, x, t, dt, method):
-    """One step of size -dt (towards t=0) of dx/dt = v(x, t)."""
+def _map(fn, *ys):
+    """``fn`` applied to tensors, or element-wise to tuples of tensors (an augmented ODE state)."""
+    return tuple(fn(*a) for a in zip(*ys)) if isinstance(ys[0], tuple) else fn(*ys)
+
+
+def _ode_step(v: Callable, y, t, h, method: str):
+    r"""One fixed step :math:`t \to t + h` of :math:`dy/dt = v(y, t)` (``h < 0`` integrates towards t = 0) by Euler,
+    Heun (the explicit trapezoid) or the classical fourth-order Runge-Kutta rule
+    :math:`y + \tfrac h6(k_1 + 2k_2 + 2k_3 + k_4)`. ``y`` (and ``v``'s value) is a tensor or a tuple of tensors, so
+    the same step integrates the probability-flow ODE (:func:`ode_sample`) and its augmented state with the log-density
+    (:func:`log_likelihood`). The package's one RK4 step."""
     if method == "euler":
-        return x - dt * v(x, t)
+        return _map(lambda y, k: y + h * k, y, v(y, t))
     if method == "heun":
-        k1 = v(x, t)
-        x_e = x - dt * k1
-        k2 = v(x_e, t - dt)
-        return x - dt * 0.5 * (k1 + k2)
+        k1 = v(y, t)
+        k2 = v(_map(lambda y, k: y + h * k, y, k1), t + h)
+        return _map(lambda y, a, b: y + 0.5 * h * (a + b), y, k1, k2)
     if method == "rk4":
-        k1 = v(x, t)
-        k2 = v(x - 0.5 * dt * k1, t - 0.5 * dt)
-        k3 = v(x - 0.5 * dt * k2, t - 0.5 * dt)
-        k4 = v(x - dt * k3, t - dt)
-        return x - dt / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+        k1 = v(y, t)
+        k2 = v(_map(lambda y, k: y + 0.5 * h * k, y, k1), t + 0.5 * h)
+        k3 = v(_map(lambda y, k: y + 0.5 * h * k, y, k2), t + 0.5 * h)
+        k4 = v(_map(lambda y, k: y + h * k, y, k3), t + h)
+        return _map(lambda y, a, b, c, d: y + h / 6 * (a + 2 * b + 2 * c + d), y, k1, k2, k3, k4)
     raise ValueError(f"method must be 'euler', 'heun' or 'rk4', got {method!r}")
 
 
@@ -286,7 +294,7 @@ def ode_sample(sde: SDE, score_fn: Callable, shape, n_steps: int = 100, method: 
     x = sde.prior_sample(shape, generator, device) if x_T is None else x_T.to(device)
     traj = [(1.0, x.cpu())] if return_trajectory else None
     for i in tqdm(range(n_steps), desc=f"PF-ODE ({method})", disable=not progress, leave=False):
-        x = _ode_step(v, x, ts[i], ts[i] - ts[i + 1], method)
+        x = _ode_step(v, x, ts[i], ts[i + 1] - ts[i], method)
         if traj is not None:
             traj.append((float(ts[i + 1]), x.cpu()))
     return (x, traj) if return_trajectory else x
@@ -343,25 +351,11 @@ def log_likelihood(sde: SDE, score_fn: Callable, x0: torch.Tensor, n_steps: int 
     x = x0.detach()
     delta = torch.zeros(B, device=x0.device, dtype=x0.dtype)   # accumulates the integral of the divergence
 
-    def aug(y, t):
-        return divergence(v, y, t, probes)
+    def aug(y, t):          # the augmented state (x, delta): dx/dt = v, d delta/dt = div v
+        return divergence(v, y[0], t, probes)
 
     for i in tqdm(range(n_steps), desc="PF-ODE likelihood", disable=not progress, leave=False):
-        t, h = ts[i], ts[i + 1] - ts[i]
-        if method == "euler":
-            k1, d1 = aug(x, t)
-            x, delta = x + h * k1, delta + h * d1
-        elif method == "heun":
-            k1, d1 = aug(x, t)
-            k2, d2 = aug(x + h * k1, t + h)
-            x, delta = x + 0.5 * h * (k1 + k2), delta + 0.5 * h * (d1 + d2)
-        else:
-            k1, d1 = aug(x, t)
-            k2, d2 = aug(x + 0.5 * h * k1, t + 0.5 * h)
-            k3, d3 = aug(x + 0.5 * h * k2, t + 0.5 * h)
-            k4, d4 = aug(x + h * k3, t + h)
-            x = x + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
-            delta = delta + h / 6 * (d1 + 2 * d2 + 2 * d3 + d4)
+        x, delta = _ode_step(aug, (x, delta), ts[i], ts[i + 1] - ts[i], method)
     return (sde.prior_logp(x) if prior_logp is None else prior_logp(x)) + delta
 
 
