@@ -67,17 +67,24 @@ def test_momentum_update_endpoints_and_formula():
 
 
 def test_queue_fifo_order_wraparound_and_size():
-    qu = moco.KeyQueue(size=5, dim=1)
-    qu.enqueue(torch.tensor([[1.0], [2.0]]))
-    assert qu.keys().flatten().tolist() == [1, 2] and len(qu) == 2
-    qu.enqueue(torch.tensor([[3.0], [4.0], [5.0]]))
-    assert qu.keys().flatten().tolist() == [1, 2, 3, 4, 5]
-    qu.enqueue(torch.tensor([[6.0], [7.0]]))  # wraps: the two oldest leave
-    assert qu.keys().flatten().tolist() == [3, 4, 5, 6, 7] and len(qu) == 5
-    qu.enqueue(torch.arange(8.0, 16.0)[:, None])  # more than the size: only the newest 5 stay
-    assert qu.keys().flatten().tolist() == [11, 12, 13, 14, 15]
-    with pytest.raises(ValueError, match=r"\(B, 1\)"):
-        qu.enqueue(torch.zeros(2, 3))
+    """MoCo's ring buffer is the one queue (issue 17, item 4: the unused KeyQueue is gone)."""
+    from minidiff.nets.resnet import ConvNet
+    assert not hasattr(moco, "KeyQueue")
+    m = moco.MoCo(ConvNet(1, 4), proj_hidden=8, proj_dim=1, queue_size=5)
+    m.queue.zero_()
+
+    def keys():  # oldest first
+        p = int(m.queue_ptr)
+        return torch.cat([m.queue[p:], m.queue[:p]]).flatten().tolist()
+
+    m._enqueue(torch.tensor([[1.0], [2.0]]))
+    assert keys() == [0, 0, 0, 1, 2] and int(m.queue_ptr) == 2
+    m._enqueue(torch.tensor([[3.0], [4.0], [5.0]]))
+    assert keys() == [1, 2, 3, 4, 5]
+    m._enqueue(torch.tensor([[6.0], [7.0]]))  # wraps: the two oldest leave
+    assert keys() == [3, 4, 5, 6, 7] and int(m.queue_ptr) == 2
+    m._enqueue(torch.arange(8.0, 16.0)[:, None])  # more than the size: only the newest 5 stay
+    assert keys() == [11, 12, 13, 14, 15]
 
 
 def test_infonce_matches_formula():

@@ -35,41 +35,6 @@ def momentum_update(key_params: Iterable[torch.Tensor], query_params: Iterable[t
         k.mul_(m).add_(q.detach(), alpha=1 - m)
 
 
-class KeyQueue:
-    """A FIFO queue of the ``size`` most recent keys (d-dimensional), stored in a ring buffer.
-
-    ``enqueue(keys)`` overwrites the oldest entries (wrapping around the end); ``keys()`` returns the filled part,
-    oldest first."""
-
-    def __init__(self, size: int, dim: int, device="cpu"):
-        if size <= 0 or dim <= 0:
-            raise ValueError(f"size and dim must be positive, got size={size}, dim={dim}")
-        self.size, self.dim = size, dim
-        self.buffer = torch.zeros(size, dim, device=device)
-        self.ptr = 0
-        self.count = 0
-
-    @torch.no_grad()
-    def enqueue(self, keys: torch.Tensor) -> None:
-        check_tensor(keys, "keys", ndim=2, floating=True)
-        if keys.shape[1] != self.dim:
-            raise ValueError(f"keys must have shape (B, {self.dim}), got {tuple(keys.shape)}")
-        keys = keys.detach()[-self.size:]
-        b = keys.shape[0]
-        idx = (self.ptr + torch.arange(b)) % self.size
-        self.buffer[idx.to(self.buffer.device)] = keys.to(self.buffer)
-        self.ptr = (self.ptr + b) % self.size
-        self.count = min(self.size, self.count + b)
-
-    def keys(self) -> torch.Tensor:
-        if self.count < self.size:
-            return self.buffer[:self.count]
-        return torch.cat([self.buffer[self.ptr:], self.buffer[:self.ptr]])
-
-    def __len__(self) -> int:
-        return self.count
-
-
 def infonce(q: torch.Tensor, k: torch.Tensor, negatives: torch.Tensor, temperature: float = 0.2) -> torch.Tensor:
     """InfoNCE with the positive logit in column 0 and the queue's keys as negatives; mean over the batch."""
     check_tensor(q, "q", ndim=2, floating=True)
@@ -138,6 +103,9 @@ class MoCo(nn.Module):
 
     @torch.no_grad()
     def _enqueue(self, k: torch.Tensor) -> None:
+        """The FIFO queue of negatives (the package's one MoCo queue): a ring buffer ``queue`` of ``queue_size`` keys
+        whose write position is ``queue_ptr``; the newest keys overwrite the oldest, wrapping around the end (only the
+        newest ``queue_size`` of a larger batch are kept). Both are buffers, so checkpoints carry the queue."""
         k = k[-self.queue.shape[0]:]
         idx = (self.queue_ptr + torch.arange(k.shape[0], device=k.device)) % self.queue.shape[0]
         self.queue[idx] = k.to(self.queue.dtype)
