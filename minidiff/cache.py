@@ -17,7 +17,7 @@ training, so that "Run all" after a runtime reset reuses it instead of computing
   profile, not after an hour on a GPU. A model is stored as its weights: pass it as ``model=`` (a module, or a
   dict of named modules) and let ``build_fn`` train it in place; on a hit its weights (and train/eval mode) are
   loaded back into the module you passed.
-- **Safely.** Files are written atomically (:func:`minidiff.train.save_checkpoint`: temp file, fsync,
+- **Safely.** Files are written atomically (:func:`minidiff.checkpoint.save_checkpoint`: temp file, fsync,
   ``os.replace``) and read with ``torch.load(weights_only=True)``, which refuses pickled objects instead of running
   them. An unreadable or mismatched file is reported with a warning naming it and rebuilt; a failed write is a
   warning (the value is still returned).
@@ -162,7 +162,7 @@ def _state_mismatch(stored: dict, modules: dict[str, nn.Module]) -> str | None:
 
 
 def _restore_rng(state: dict) -> None:
-    from .train import _set_rng_state
+    from .checkpoint import _set_rng_state
 
     state = dict(state)
     cuda = state.pop("cuda", None)
@@ -220,7 +220,7 @@ def cached(key: str, build_fn: Callable[[], Any], *, config=None, model=None, ma
     _check_value(value)
     if path is None:
         return value
-    from .train import _rng_state, save_checkpoint
+    from .checkpoint import _rng_state, save_checkpoint
 
     entry = {"format": FORMAT, "key": key, "config": text, "value": value,
              "modules": {n: {k: t.detach().cpu() for k, t in m.state_dict().items()} for n, m in modules.items()},
