@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._checks import check_images
+from ..ssl.vae import gaussian_kl
 
 
 def _gn(c: int) -> nn.GroupNorm:
@@ -62,11 +63,12 @@ class AutoencoderKL(nn.Module):
         return torch.tanh(self.decoder(z))
 
     def loss(self, x: torch.Tensor, kl_weight: float = 1e-3) -> torch.Tensor:
-        """L1 reconstruction (mean per pixel) + ``kl_weight`` x KL (mean per latent element)."""
+        """L1 reconstruction (mean per pixel) + ``kl_weight`` x KL (mean per latent element,
+        :func:`minidiff.ssl.vae.gaussian_kl`)."""
         mean, logvar = self.encode(x)
         z = mean + (0.5 * logvar).exp() * torch.randn_like(mean)
         rec = F.l1_loss(self.decode(z), x)
-        kl = 0.5 * (mean.pow(2) + logvar.exp() - logvar - 1).mean()
+        kl = gaussian_kl(mean, logvar, reduction="mean")
         return rec + kl_weight * kl
 
     @torch.no_grad()

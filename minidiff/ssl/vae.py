@@ -59,12 +59,23 @@ def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor | N
     return mu + (0.5 * logvar).exp() * eps
 
 
-def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    r"""KL(N(mu, diag exp(logvar)) || N(0, I)) per row, summed over the last dimension (eq. VAE-2)."""
+def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor, reduction: str = "sum") -> torch.Tensor:
+    r"""The KL divergence of a diagonal Gaussian from the standard normal (Kingma & Welling 2014, appendix B;
+    eq. VAE-2 of the module docstring), with :math:`\sigma_j^2 = \exp(\text{logvar}_j)`:
+
+    .. math:: \mathrm{KL}\big(\mathcal N(\mu, \mathrm{diag}\,\sigma^2)\,\|\,\mathcal N(0, I)\big)
+              = \tfrac12 \sum_j \big(\mu_j^2 + \sigma_j^2 - \log \sigma_j^2 - 1\big).
+
+    ``reduction="sum"``: per row, summed over the last dimension (the VAE's rate, nats per image);
+    ``"none"``: the term of each element; ``"mean"``: the mean over all elements (the latent autoencoder's KL-reg,
+    :meth:`minidiff.nets.autoencoder.AutoencoderKL.loss`). The package's one KL term."""
     check_tensor(mu, "mu", floating=True)
     if logvar.shape != mu.shape:
         raise ValueError(f"mu and logvar must have the same shape, got {tuple(mu.shape)} and {tuple(logvar.shape)}")
-    return 0.5 * (mu.pow(2) + logvar.exp() - logvar - 1).sum(-1)
+    if reduction not in ("sum", "none", "mean"):
+        raise ValueError(f"reduction must be 'sum', 'none' or 'mean', got {reduction!r}")
+    kl = 0.5 * (mu.pow(2) + logvar.exp() - logvar - 1)
+    return kl.sum(-1) if reduction == "sum" else kl.mean() if reduction == "mean" else kl
 
 
 def binarize(x: torch.Tensor, threshold: float = 0.0) -> torch.Tensor:
