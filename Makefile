@@ -1,6 +1,6 @@
 # minidiff course. The two commands a newcomer needs:
 #   make book   set up .venv if needed, execute the chapters, build the website into _build/html
-#   make test   set up .venv if needed, run the unit tests, every chapter under nbval (ci profile), a book build
+#   make test   set up .venv if needed, run every chapter under nbval (ci profile), the unit tests, a book build from those executed chapters
 # Others: make setup | lab | sync | clean.  Options: PROFILE=ci|cpu|gpu (book, lab), PYTHON=python3.11
 #   make gpu-check  on one CUDA GPU, offline, <= 8 min: kernels, speed, training, every chapter (benchmarks/results/gpu_check.json)
 
@@ -37,7 +37,7 @@ book: setup
 	@test -f _build/html/index.html && echo ">> open _build/html/index.html"
 
 test: setup
-	MINIDIFF_PROFILE=ci MINIDIFF_STATIC=1 $(PY) -m pytest tests chapters --nbval-lax --nbval-current-env $(PYTEST_ARGS)
+	MINIDIFF_PROFILE=ci MINIDIFF_STATIC=1 $(PY) -m pytest tests chapters --nbval-lax --nbval-current-env --durations=15 $(PYTEST_ARGS)
 
 # The GPU check (scripts/gpu_check.py): Triton kernels compiled vs the reference, their speed, U-Net and DiT training
 # killed and resumed, every chapter in the gpu profile under MINIDIFF_SMOKE=1; one JSON and one table. It runs offline,
