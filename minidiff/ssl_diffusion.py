@@ -6,7 +6,7 @@ labels (chapter 02) help a diffusion model.
    probability :math:`p_\text{uncond}`, for guidance). To generate without any input, a small diffusion model over
    representations samples :math:`r` first, then the image model samples :math:`x \mid r`:
    :math:`p(x) = \int p(x \mid r)\, p(r)\, dr`. (Code: ``DiTConfig(cond_dim=...)``, :meth:`FrozenEncoder.pooled`,
-   :func:`minidiff.diffusion.ddpm.train_ddpm`, a :class:`minidiff.nets.TimeMLP` over representations.)
+   :func:`minidiff.recipes.train_ddpm`, a :class:`minidiff.nets.TimeMLP` over representations.)
 2. **Representation alignment** (Yu et al. 2024, "REPA", sec. 3.3). A projection :math:`h_\phi` of the DiT's hidden
    tokens after block :math:`k` is pulled towards the frozen encoder's features :math:`y^*_n` of the *clean* image at
    the same positions:

@@ -8,8 +8,6 @@ website and in CI the same function draws a static figure instead.
 
 from __future__ import annotations
 
-import os
-import sys
 from typing import Sequence
 
 import matplotlib.pyplot as plt
@@ -17,7 +15,7 @@ import numpy as np
 import torch
 from torchvision.utils import make_grid
 
-STATIC_ENV = "MINIDIFF_STATIC"
+from ._progress import STATIC_ENV, widgets_enabled  # noqa: F401  (STATIC_ENV: the name viz always had)
 
 
 def to_numpy_image(x: torch.Tensor) -> np.ndarray:
@@ -164,20 +162,7 @@ def plot_image_trajectory(trajectory: Sequence, n_images: int = 8, n_steps: int 
 
 
 # ----------------------------------------------------------------------------- widgets with a static fallback
-
-def widgets_enabled() -> bool:
-    """True when a live Jupyter frontend can show ipywidgets: inside an IPython kernel, ipywidgets importable, and
-    ``$MINIDIFF_STATIC`` unset (the Makefile sets it for the website build and CI, where no frontend exists)."""
-    if os.environ.get(STATIC_ENV, "").strip() not in ("", "0"):
-        return False
-    if "ipykernel" not in sys.modules:
-        return False
-    try:
-        import ipywidgets  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
+# (widgets_enabled lives in minidiff._progress, which the progress bars share; it is imported above)
 
 def noise_levels_figure(schedule, x0: torch.Tensor, ts: Sequence[int], seed: int = 0):
     r"""Static figure: images ``x0`` (B, C, H, W) noised to :math:`x_t \sim q(x_t\mid x_0)` at each ``t`` in ``ts``."""

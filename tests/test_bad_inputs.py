@@ -9,7 +9,7 @@ import torch
 
 from minidiff import config, data, metrics
 from minidiff.diffusion import ddim, ddpm, guidance, schedules, sde
-from minidiff.nets import dit, unet
+from minidiff.nets import clip, dit, unet
 from minidiff.ssl import simclr
 from minidiff.train import TrainConfig, train
 
@@ -56,7 +56,7 @@ CASES = [
     # SSL and CLIP losses
     ("nt_xent views differ", lambda: simclr.nt_xent(torch.randn(8, 16), torch.randn(7, 16)), ValueError, r"z1.*z2"),
     ("nt_xent temperature zero", lambda: simclr.nt_xent(torch.randn(8, 16), torch.randn(8, 16), 0.0), ValueError, r"temperature"),
-    ("clip batch mismatch", lambda: guidance.clip_loss(torch.randn(8, 16), torch.randn(6, 16)), ValueError, r"image_emb.*text_emb"),
+    ("clip batch mismatch", lambda: clip.clip_loss(torch.randn(8, 16), torch.randn(6, 16)), ValueError, r"image_emb.*text_emb"),
     ("label dropout rate", lambda: guidance.drop_labels(torch.zeros(4, dtype=torch.long), 1.5, 10), ValueError, r"p_uncond"),
     # networks
     ("U-Net wrong channels", lambda: tiny_unet()(torch.zeros(2, 3, 28, 28), torch.zeros(2, dtype=torch.long)), ValueError, r"x must have shape \(B, 1, H, W\)"),

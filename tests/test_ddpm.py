@@ -166,8 +166,9 @@ def test_loss_by_timestep_against_hand_computation():
 
 
 def test_train_ddpm_learns_and_drops_conditions():
-    from minidiff.diffusion.ddpm import loss_by_timestep, train_ddpm
+    from minidiff.diffusion.ddpm import loss_by_timestep
     from minidiff.nets import TimeMLP
+    from minidiff.recipes import train_ddpm
     from minidiff.train import TrainConfig
 
     torch.manual_seed(0)

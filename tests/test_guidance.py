@@ -1,4 +1,4 @@
-"""Classifier-free guidance and the CLIP loss against their formulas."""
+"""Classifier-free guidance and the CLIP loss (minidiff.nets.clip) against their formulas."""
 
 import math
 
@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from minidiff.diffusion import guidance as G
+from minidiff.nets import clip as C
 
 
 class CountingModel(torch.nn.Module):
@@ -18,6 +19,15 @@ class CountingModel(torch.nn.Module):
     def forward(self, x, t, y):
         self.calls += 1
         return x * (y.float() + 1).view(-1, 1, 1, 1) + t.float().view(-1, 1, 1, 1)
+
+
+def test_guidance_keeps_guidance_and_clip_lives_with_the_nets():
+    """The CLIP model, its tokenizer and captions are networks (minidiff.nets.clip), not guidance."""
+    for name in ("clip_loss", "digit_captions", "tokenize", "BagOfWordsEncoder", "CLIPModel", "DIGIT_NAMES"):
+        assert not hasattr(G, name) and hasattr(C, name), name
+    from minidiff.nets import CLIPModel
+
+    assert CLIPModel is C.CLIPModel
 
 
 def test_guidance_formula_endpoints_and_one_batched_call():
@@ -56,21 +66,21 @@ def slow_clip_loss(u, v, tau):
 def test_clip_loss_matches_slow_loop_and_chance_level():
     g = torch.Generator().manual_seed(0)
     u, v = torch.randn(5, 4, generator=g), torch.randn(5, 4, generator=g)
-    assert G.clip_loss(u, v, 0.5).item() == pytest.approx(slow_clip_loss(u.double(), v.double(), 0.5), rel=1e-5)
+    assert C.clip_loss(u, v, 0.5).item() == pytest.approx(slow_clip_loss(u.double(), v.double(), 0.5), rel=1e-5)
     big_u, big_v = torch.randn(64, 4096, generator=g), torch.randn(64, 4096, generator=g)
-    assert G.clip_loss(big_u, big_v, 1.0).item() == pytest.approx(math.log(64), abs=0.02)
+    assert C.clip_loss(big_u, big_v, 1.0).item() == pytest.approx(math.log(64), abs=0.02)
     with pytest.raises(ValueError, match="same shape"):
-        G.clip_loss(u, v[:3])
+        C.clip_loss(u, v[:3])
 
 
 def test_captions_and_tokens():
-    caps = G.digit_captions(torch.tensor([7, 0]), generator=torch.Generator().manual_seed(0))
+    caps = C.digit_captions(torch.tensor([7, 0]), generator=torch.Generator().manual_seed(0))
     assert caps[0].endswith("handwritten seven") and caps[1].endswith("handwritten zero")
-    tok, vocab = G.tokenize(caps)
+    tok, vocab = C.tokenize(caps)
     assert tok.shape == (2, 6) and (tok[:, :4] > 0).all() and (tok[:, 4:] == 0).all()
-    tok2, _ = G.tokenize(["a purple seven"], vocab)
+    tok2, _ = C.tokenize(["a purple seven"], vocab)
     assert tok2[0, 1].item() == 1  # unknown word
-    enc = G.BagOfWordsEncoder(len(vocab), 16, 8)
+    enc = C.BagOfWordsEncoder(len(vocab), 16, 8)
     assert enc(tok).shape == (2, 8)
 
 
@@ -132,13 +142,13 @@ def test_guided_with_condition_vectors_uses_the_null_vector():
 
 def test_clip_model_loss_zero_shot_and_condition():
     caps = ["a thin handwritten one", "a bold handwritten two"]
-    _, vocab = G.tokenize(caps)
+    _, vocab = C.tokenize(caps)
     torch.manual_seed(0)
-    clip = G.CLIPModel(vocab, dim=8, width=4).eval()
+    clip = C.CLIPModel(vocab, dim=8, width=4).eval()
     x = torch.rand(4, 1, 28, 28) * 2 - 1
     tok = clip.tokens(caps + caps)
     assert clip.loss(x, tok).item() == pytest.approx(
-        G.clip_loss(clip.encode_image(x), clip.encode_text(tok), clip.temperature).item(), rel=1e-6)
+        C.clip_loss(clip.encode_image(x), clip.encode_text(tok), clip.temperature).item(), rel=1e-6)
     assert torch.allclose(clip.encode_text(tok).norm(dim=1), torch.ones(4), atol=1e-5)
     c = clip.condition(caps)
     assert c.shape == (2, 8) and torch.allclose(c.norm(dim=1), torch.full((2,), 8 ** 0.5), atol=1e-4)
@@ -156,28 +166,29 @@ def test_clip_model_learns_digits_zero_shot():
 
     tr, te = data.mnist5k("train"), data.mnist5k("test")
     gen = torch.Generator().manual_seed(0)
-    _, vocab = G.tokenize(G.digit_captions(tr.y, generator=gen))
+    _, vocab = C.tokenize(C.digit_captions(tr.y, generator=gen))
     torch.manual_seed(0)
-    clip = G.CLIPModel(vocab)
-    train(clip, lambda m, b: m.loss(b[0], m.tokens(G.digit_captions(b[1], generator=gen))),
+    clip = C.CLIPModel(vocab)
+    train(clip, lambda m, b: m.loss(b[0], m.tokens(C.digit_captions(b[1], generator=gen))),
           data.TensorSampler(tr.x, tr.y, batch_size=64), TrainConfig(steps=100, lr=3e-3, ema_decay=None, progress=False))
     clip.eval()
-    acc = (clip.zero_shot(te.x, [f"a handwritten {d}" for d in G.DIGIT_NAMES]) == te.y).float().mean().item()
+    acc = (clip.zero_shot(te.x, [f"a handwritten {d}" for d in C.DIGIT_NAMES]) == te.y).float().mean().item()
     assert acc > 0.6, acc          # chance is 0.1
 
 
 def _null_rate_seen_by_the_embedding(model, table, p_uncond, steps=8, batch=1024):
     """Train ``model`` with train_ddpm on random 4x4 images and labels; return the fraction of null labels (index 10)
     that reached the embedding table ``table``, over all the training batches, and the run."""
-    from minidiff.diffusion import ddpm, schedules
+    from minidiff.diffusion import schedules
+    from minidiff.recipes import train_ddpm
     from minidiff.train import TrainConfig
 
     seen = []
     hook = table.register_forward_pre_hook(lambda mod, args: seen.append(args[0].detach().clone()))
     x, y = torch.randn(2048, 1, 4, 4), torch.randint(0, 10, (2048,))
     try:
-        run = ddpm.train_ddpm(model, schedules.make_schedule("linear", 20), x, y, batch_size=batch, p_uncond=p_uncond,
-                              cfg=TrainConfig(steps=steps, ema_decay=0.9, progress=False))
+        run = train_ddpm(model, schedules.make_schedule("linear", 20), x, y, batch_size=batch, p_uncond=p_uncond,
+                         cfg=TrainConfig(steps=steps, ema_decay=0.9, progress=False))
     finally:
         hook.remove()
     labels = torch.cat(seen)

@@ -10,6 +10,7 @@ from minidiff import data
 from minidiff.diffusion import ddpm, schedules
 from minidiff.diffusion.guidance import drop_condition
 from minidiff.nets import ConvNet, DiT, dit_config
+from minidiff.recipes import train_ddpm
 from minidiff.ssl.augment import digits_augment
 from minidiff.ssl_diffusion import (REPA, FrozenEncoder, LossWeightSchedule, MultiTaskDiT, alignment_loss,
                                     projector)
@@ -126,8 +127,8 @@ def test_condition_dropout_rate_in_training():
             return self.lin(x)
 
     x, r = torch.randn(1024, 2), torch.randn(1024, 4) + 3
-    ddpm.train_ddpm(Spy(), schedules.make_schedule("linear", 10), x, r, batch_size=256, p_uncond=0.15,
-                    cfg=TrainConfig(steps=40, ema_decay=None, progress=False))
+    train_ddpm(Spy(), schedules.make_schedule("linear", 10), x, r, batch_size=256, p_uncond=0.15,
+               cfg=TrainConfig(steps=40, ema_decay=None, progress=False))
     rate = (torch.cat(seen) == 0).all(1).float().mean().item()
     assert abs(rate - 0.15) < 0.03
     assert (drop_condition(r, 0.0) == r).all()
@@ -153,8 +154,8 @@ def test_each_method_trains(digits):
     first, last = _loss_falls(tiny_dit(), lambda m, x: ddpm.ddpm_loss(m, sched, x), digits)
     assert last < 0.6 * first
     feats = enc.pooled(digits)
-    run = ddpm.train_ddpm(tiny_dit(cond_dim=enc.dim), sched, digits, feats, batch_size=64, p_uncond=0.1,
-                          cfg=TrainConfig(steps=60, lr=2e-3, ema_decay=None, log_every=5, progress=False))
+    run = train_ddpm(tiny_dit(cond_dim=enc.dim), sched, digits, feats, batch_size=64, p_uncond=0.1,
+                     cfg=TrainConfig(steps=60, lr=2e-3, ema_decay=None, log_every=5, progress=False))
     assert sum(run.history["loss"][-3:]) < 0.6 * sum(run.history["loss"][:3])
     repa = REPA(tiny_dit(), enc, depth=1, lam=0.5)
     align0 = None

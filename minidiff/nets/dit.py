@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import kernels
 from .._checks import condition_vector
 from .embeddings import TimestepEmbedder, timestep_embedding
 
@@ -41,8 +42,6 @@ def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch
 def norm_modulate(norm: nn.LayerNorm, x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """``modulate(norm(x), shift, scale)`` for a LayerNorm without affine parameters: one fused Triton kernel on CUDA
     (forward and backward, :func:`minidiff.kernels.layernorm_modulate`), plain torch elsewhere."""
-    from .. import kernels
-
     if norm.weight is None and x.ndim == 3 and kernels.uses_triton(x):
         return kernels.layernorm_modulate(x, shift, scale, norm.eps)
     return modulate(norm(x), shift, scale)
@@ -83,7 +82,7 @@ class LabelEmbedder(nn.Module):
     for a training loop that passes the true labels, like chapter 09's).
 
     A loop that drops labels itself must not have them dropped a second time here:
-    :func:`minidiff.diffusion.ddpm.train_ddpm` with ``p_uncond`` switches this dropout off while it trains
+    :func:`minidiff.recipes.train_ddpm` with ``p_uncond`` switches this dropout off while it trains
     (:func:`set_label_dropouts`), so its ``p_uncond`` is the one rate of null labels."""
 
     def __init__(self, num_classes: int, dim: int, dropout: float = 0.1):
@@ -285,7 +284,7 @@ class DiT(nn.Module):
     """``DiT(cfg)(x, t, y=None)`` -> a tensor shaped like ``x`` (the predicted noise). ``y`` are class labels when
     ``cfg.num_classes`` is set (``None`` means the null label, i.e. unconditional); the null label is
     ``num_classes``. In training mode the labels are dropped with probability ``cfg.class_dropout``, except under
-    :func:`minidiff.diffusion.ddpm.train_ddpm` with ``p_uncond``, which drops them itself (once)."""
+    :func:`minidiff.recipes.train_ddpm` with ``p_uncond``, which drops them itself (once)."""
 
     def __init__(self, cfg: DiTConfig = DiTConfig()):
         super().__init__()

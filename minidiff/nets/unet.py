@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import kernels
 from .._checks import condition_vector
 from .embeddings import TimestepEmbedder
 
@@ -78,8 +79,6 @@ def zero_module(m: nn.Module) -> nn.Module:
 def norm_silu(norm: nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:
     """``silu(norm(x))``: one fused Triton kernel on CUDA (forward and backward, :func:`minidiff.kernels.groupnorm_silu`),
     plain torch elsewhere."""
-    from .. import kernels
-
     if norm.affine and kernels.uses_triton(x):
         return kernels.groupnorm_silu(x, norm.num_groups, norm.weight, norm.bias, norm.eps)
     return F.silu(norm(x))
@@ -143,7 +142,7 @@ class UNet(nn.Module):
     - ``attention``: self-attention at the lowest resolution and in the middle.
     - ``num_classes``: optional class conditioning (an embedding added to the time embedding; index
       ``num_classes`` is the "no label" token used by classifier-free guidance later in the course). The U-Net never
-      drops labels itself: training with null labels is :func:`minidiff.diffusion.ddpm.train_ddpm`'s ``p_uncond``.
+      drops labels itself: training with null labels is :func:`minidiff.recipes.train_ddpm`'s ``p_uncond``.
     - ``cond_dim``: optional conditioning by a vector ``y`` of shape (B, cond_dim) (a text or feature embedding),
       linearly projected and added to the time embedding; the zero vector is the "no condition" input.
     - ``patch``: space-to-depth factor applied first (``pixel_unshuffle``), a cheap way to shrink the grid on CPU.
