@@ -186,14 +186,14 @@ def test_simclr_features_beat_random_encoder_on_low_label_probe(digits5k):
     tr, te = digits5k
     torch.manual_seed(0)
     enc = ConvNet(1, 8)
-    rand_tr = rotation.extract_features(enc, tr.x)
-    rand_te = rotation.extract_features(enc, te.x)
+    rand_tr = evaluate.extract_features(enc, tr.x)
+    rand_te = evaluate.extract_features(enc, te.x)
     model = SimCLR(enc, 128, 32, temperature=0.5)
     aug = digits_augment(1.0)
     res = train(model, lambda m, b: m(*aug.two_views(b)), data.TensorSampler(tr.x, batch_size=128),
                 TrainConfig(steps=60, lr=3e-3, ema_decay=None, grad_clip=None, progress=False))
     assert res.history["loss"][-1] < res.history["loss"][0] - 0.3
-    f_tr, f_te = rotation.extract_features(enc, tr.x), rotation.extract_features(enc, te.x)
+    f_tr, f_te = evaluate.extract_features(enc, tr.x), evaluate.extract_features(enc, te.x)
     ssl = evaluate.low_label_probe(f_tr, tr.y, f_te, te.y, 10, 3)[0]
     rnd = evaluate.low_label_probe(rand_tr, tr.y, rand_te, te.y, 10, 3)[0]
     assert ssl > rnd + 0.1, (ssl, rnd)
@@ -234,3 +234,12 @@ def test_importance_weighted_bound_k1_is_the_elbo_and_tightens_with_k():
     torch.manual_seed(3)
     k32 = V.importance_weighted_nll(m, x, 32).mean()
     assert k32 < k1  # a tighter (smaller) bound on -log p(x)
+
+
+def test_feature_extraction_lives_with_evaluation():
+    """Generic feature extraction is in ssl/evaluate.py, not ssl/rotation.py (issue 17, item 5)."""
+    assert not hasattr(rotation, "extract_features") and callable(evaluate.extract_features)
+    enc = ConvNet(1, 4)
+    enc.train()
+    f = evaluate.extract_features(enc, torch.rand(3, 1, 28, 28) * 2 - 1, batch_size=2)
+    assert f.shape == (3, enc.feature_dim) and f.dtype == torch.float32 and enc.training

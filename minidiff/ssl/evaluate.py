@@ -1,4 +1,5 @@
-r"""How good are frozen features? Weighted kNN (Wu et al. 2018) and a linear probe, both batched, plus a low-label
+r"""How good are frozen features? :func:`extract_features` (any encoder or SSL model, batched, frozen), weighted kNN
+(Wu et al. 2018) and a linear probe, both batched, plus a low-label
 subset where self-supervised features should shine.
 
 Weighted kNN: for a test feature :math:`f`, take its :math:`k` nearest training features by cosine similarity
@@ -9,6 +10,26 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+
+from .._checks import check_images
+
+
+@torch.no_grad()
+def extract_features(model: nn.Module, x: torch.Tensor, depth: int | None = None, batch_size: int = 500) -> torch.Tensor:
+    """Frozen features of ``x`` in eval mode, batched: ``model.features(x, depth)`` (or ``model.features(x)``
+    when ``depth`` is None) for any minidiff encoder or SSL model (RotNet, SimCLR, MoCo, a VAE's posterior mean).
+    Returned on the CPU, float32: the input of :func:`knn_accuracy`, :func:`linear_probe` and :func:`probe_table`."""
+    check_images(x, "x")
+    was = model.training
+    model.eval()
+    dev = next(model.parameters()).device
+    out = []
+    for i in range(0, x.shape[0], batch_size):
+        xb = x[i:i + batch_size].to(dev)
+        out.append((model.features(xb) if depth is None else model.features(xb, depth)).float().cpu())
+    model.train(was)
+    return torch.cat(out)
 
 
 def _check_pair(feats, labels, name):

@@ -73,19 +73,3 @@ class RotationNet(nn.Module):
 
     def features(self, x: torch.Tensor, depth: int | None = None) -> torch.Tensor:
         return self.encoder.features(x, depth)
-
-
-@torch.no_grad()
-def extract_features(model: nn.Module, x: torch.Tensor, depth: int | None = None, batch_size: int = 500) -> torch.Tensor:
-    """Frozen features of ``x`` in eval mode, batched: ``model.features(x, depth)`` (or ``model.features(x)``
-    when ``depth`` is None) for any minidiff encoder or SSL model. Returned on the CPU."""
-    check_images(x, "x")
-    was = model.training
-    model.eval()
-    dev = next(model.parameters()).device
-    out = []
-    for i in range(0, x.shape[0], batch_size):
-        xb = x[i:i + batch_size].to(dev)
-        out.append((model.features(xb) if depth is None else model.features(xb, depth)).float().cpu())
-    model.train(was)
-    return torch.cat(out)
