@@ -39,16 +39,17 @@ def run(profile: str, seed: int) -> dict:
                          for i in range(0, D.n_samples, D.sample_batch)]).clamp(-1, 1).cpu()
     sample_s = time.perf_counter() - t0
     real = train_set.x[:D.n_samples].cpu()
+    reference = metrics.Reference(heldout.x)
     fids = {
-        "samples": metrics.fid(samples, heldout.x),
-        "real": metrics.fid(real, heldout.x),
-        "blurred": metrics.fid(metrics.gaussian_blur(real, D.blur_sigma), heldout.x),
-        "noise": metrics.fid(torch.randn_like(real).clamp(-1, 1), heldout.x),
+        "samples": metrics.fid(samples, reference),
+        "real": metrics.fid(real, reference),
+        "blurred": metrics.fid(metrics.gaussian_blur(real, D.blur_sigma), reference),
+        "noise": metrics.fid(torch.randn_like(real).clamp(-1, 1), reference),
     }
     return {"profile": profile, "seed": seed, "params": count_parameters(unet), "train_steps": res.step,
             "train_seconds": round(res.seconds, 1), "stopped_by": res.stopped, "sample_seconds": round(sample_s, 1),
             "n_samples": D.n_samples, "T": D.T, "fid": {k: round(v, 1) for k, v in fids.items()},
-            "kid_samples": round(metrics.kid(samples, heldout.x, subsets=20)[0], 1),
+            "kid_samples": round(metrics.kid(samples, reference, subsets=20)[0], 1),
             "confidence": metrics.classifier_confidence(samples)}
 
 

@@ -310,7 +310,7 @@ def main():
 
     if any(c != "minidiff" for c in args.contenders):
         ensure_peers()
-    heldout = data.load_images("mnist5k", "test", profile="cpu").x
+    heldout = metrics.Reference(data.load_images("mnist5k", "test", profile="cpu").x)   # feature statistics, once
     real = data.load_images("mnist5k", "train", profile="cpu").x[:args.samples]
     baselines = {"real training digits": metrics.fid(real, heldout),
                  "Gaussian noise": metrics.fid(torch.randn_like(real).clamp(-1, 1), heldout)}

@@ -87,32 +87,54 @@ def _images(x, name):
     return x
 
 
-# Features of the last few large image sets (the held-out digits every FID is computed against): (tensor, key,
-# features). The tensor is kept so its id cannot be reused; the key includes torch's in-place version counter, so a
-# set modified in place is recomputed.
-_FEATURE_CACHE: list = []
-_CACHE_MIN_IMAGES, _CACHE_SIZE = 500, 4
-
-
 @torch.no_grad()
 def extract_features(x: torch.Tensor, batch_size: int = 500, device=None) -> torch.Tensor:
     """64-d features (float64, CPU) of images ``x`` (N, 1, 28, 28) in [-1, 1]. The network runs in float32 on
     ``device`` (default: ``x``'s device); its features are moved to the CPU before they are cast to float64, so no
-    float64 tensor is made on the device (MPS has no float64). Sets of at least 500 images are remembered (the same
-    tensor, unmodified, is not passed through the network twice)."""
+    float64 tensor is made on the device (MPS has no float64). Nothing is remembered: to compare many sample sets
+    with one reference set, compute the reference once with :class:`Reference`."""
     _images(x, "x")
     device = torch.device(device) if device is not None else x.device
-    key = (x.data_ptr(), tuple(x.shape), x.stride(), x.dtype, x.device, x._version, device)
-    for held, k, f in _FEATURE_CACHE:
-        if held is x and k == key:
-            return f.clone()
     net = feature_net(device)
-    out = torch.cat([net.features(x[i:i + batch_size].to(torch.float32).to(device)).cpu().double()
-                     for i in range(0, x.shape[0], batch_size)])
-    if x.shape[0] >= _CACHE_MIN_IMAGES and not x.requires_grad:
-        _FEATURE_CACHE.insert(0, (x, key, out.clone()))
-        del _FEATURE_CACHE[_CACHE_SIZE:]
-    return out
+    return torch.cat([net.features(x[i:i + batch_size].to(torch.float32).to(device)).cpu().double()
+                      for i in range(0, x.shape[0], batch_size)])
+
+
+class Reference:
+    """The reference set of the feature-space FID and KID (e.g. the held-out digits), computed once: its features
+    (float64, CPU, (N, 64)), their ``mean`` (64,) and covariance ``cov`` (64, 64).
+
+    Build it once per chapter and pass it where the reference images went::
+
+        reference = metrics.Reference(heldout.x)
+        metrics.fid(samples, reference), metrics.kid(samples, reference)
+
+    It holds statistics, not images: modifying the image tensor afterwards does not change it."""
+
+    def __init__(self, images: torch.Tensor, batch_size: int = 500, device=None):
+        _images(images, "images")
+        if images.shape[0] < 2:
+            raise ValueError(f"a reference set needs at least 2 images to estimate a covariance, got {images.shape[0]}")
+        self.features = extract_features(images, batch_size, device)
+        self.mean, self.cov = _stats(self.features)
+
+    def __len__(self) -> int:
+        return self.features.shape[0]
+
+    def __repr__(self) -> str:
+        return f"Reference({len(self)} images, {self.features.shape[1]}-d features)"
+
+    def fid(self, x: torch.Tensor, batch_size: int = 500) -> float:
+        """FID of the image set ``x`` against this reference (same as ``metrics.fid(x, self)``)."""
+        return fid(x, self, batch_size)
+
+
+def _features_of(x, name, batch_size=500) -> torch.Tensor:
+    """Features of a :class:`Reference` (as stored) or of an image set (computed)."""
+    if isinstance(x, Reference):
+        return x.features
+    _images(x, name)
+    return extract_features(x, batch_size)
 
 
 @torch.no_grad()
@@ -157,10 +179,19 @@ def fid_from_features(f_a: torch.Tensor, f_b: torch.Tensor) -> float:
     return frechet_distance(*_stats(f_a.double()), *_stats(f_b.double()))
 
 
-def fid(x_a: torch.Tensor, x_b: torch.Tensor, batch_size: int = 500) -> float:
-    """Feature-space FID between two image sets (N, 1, 28, 28) in [-1, 1]. Lower is better; 0 for equal sets."""
-    _images(x_a, "x_a"), _images(x_b, "x_b")
-    return fid_from_features(extract_features(x_a, batch_size), extract_features(x_b, batch_size))
+def fid(x_a, x_b, batch_size: int = 500) -> float:
+    """Feature-space FID between two image sets (N, 1, 28, 28) in [-1, 1], either of which may be a
+    :class:`Reference` (its stored statistics are used). Lower is better; 0 for equal sets."""
+    stats = []
+    for x, name in ((x_a, "x_a"), (x_b, "x_b")):
+        if isinstance(x, Reference):
+            stats += [x.mean, x.cov]
+        else:
+            f = _features_of(x, name, batch_size)
+            if f.shape[0] < 2:
+                raise ValueError(f"{name} needs at least 2 images to estimate a covariance, got {f.shape[0]}")
+            stats += list(_stats(f))
+    return frechet_distance(*stats)
 
 
 def kid_from_features(f_a: torch.Tensor, f_b: torch.Tensor, subsets: int = 50, subset_size: int = 200,
@@ -186,10 +217,10 @@ def kid_from_features(f_a: torch.Tensor, f_b: torch.Tensor, subsets: int = 50, s
     return float(v.mean()), float(v.std()) if len(vals) > 1 else 0.0
 
 
-def kid(x_a: torch.Tensor, x_b: torch.Tensor, subsets: int = 50, subset_size: int = 200, seed: int = 0) -> tuple[float, float]:
-    """Feature-space KID between two image sets: ``(mean, std)`` over random subsets. ~0 for equal distributions."""
-    _images(x_a, "x_a"), _images(x_b, "x_b")
-    return kid_from_features(extract_features(x_a), extract_features(x_b), subsets, subset_size, seed)
+def kid(x_a, x_b, subsets: int = 50, subset_size: int = 200, seed: int = 0) -> tuple[float, float]:
+    """Feature-space KID between two image sets (either may be a :class:`Reference`): ``(mean, std)`` over random
+    subsets. ~0 for equal distributions."""
+    return kid_from_features(_features_of(x_a, "x_a"), _features_of(x_b, "x_b"), subsets, subset_size, seed)
 
 
 def classifier_confidence(x: torch.Tensor) -> dict:

@@ -74,12 +74,13 @@ def test_feature_net_accuracy_as_stated(mnist):
 
 def test_fid_sanity_ordering(mnist):
     tr, te = mnist
-    real = metrics.fid(tr.x[:1000], te.x)
-    blurred = metrics.fid(metrics.gaussian_blur(tr.x[:1000], 1.0), te.x)
-    noise = metrics.fid(torch.randn(1000, 1, 28, 28).clamp(-1, 1), te.x)
+    ref = metrics.Reference(te.x)
+    real = metrics.fid(tr.x[:1000], ref)
+    blurred = metrics.fid(metrics.gaussian_blur(tr.x[:1000], 1.0), ref)
+    noise = metrics.fid(torch.randn(1000, 1, 28, 28).clamp(-1, 1), ref)
     assert real < 0.1 * blurred and blurred < 0.5 * noise, (real, blurred, noise)
-    km_real, _ = metrics.kid(tr.x[:1000], te.x)
-    km_noise, _ = metrics.kid(torch.randn(1000, 1, 28, 28).clamp(-1, 1), te.x)
+    km_real, _ = metrics.kid(tr.x[:1000], ref)
+    km_noise, _ = metrics.kid(torch.randn(1000, 1, 28, 28).clamp(-1, 1), ref)
     assert km_real < 0.05 * km_noise
 
 
@@ -132,8 +133,13 @@ def test_class_agreement_by_hand(monkeypatch):
         metrics.class_agreement(x, req[:3])
 
 
-def test_feature_cache_reuses_only_the_same_unmodified_set(mnist, monkeypatch):
-    x = mnist[0].x[:600].clone()
+def test_reference_holds_the_statistics_and_gives_the_old_numbers(mnist, monkeypatch):
+    """metrics.Reference replaces the hidden feature cache (issue 17, item 4): the reference set's features, mean and
+    covariance are computed once, and the FID/KID of a fixed set equal those of the old API (fid of two image tensors,
+    whose numbers on this split were 11.1616 and 583.50 before the change)."""
+    tr, te = mnist
+    x = tr.x[:1000]
+    assert not hasattr(metrics, "_FEATURE_CACHE")
     calls = []
     real_net = metrics.feature_net
 
@@ -142,18 +148,22 @@ def test_feature_cache_reuses_only_the_same_unmodified_set(mnist, monkeypatch):
         return real_net(device)
 
     monkeypatch.setattr(metrics, "feature_net", counting)
-    monkeypatch.setattr(metrics, "_FEATURE_CACHE", [])
-    f1 = metrics.extract_features(x)
-    f2 = metrics.extract_features(x)
-    assert len(calls) == 1 and torch.equal(f1, f2)             # the same tensor: remembered
-    f2.zero_()                                                  # callers get a copy, not the cached tensor
-    assert torch.equal(metrics.extract_features(x), f1) and len(calls) == 1
-    y = x.clone()
-    assert torch.equal(metrics.extract_features(y), f1) and len(calls) == 2     # another tensor: computed
-    x.mul_(0.5)                                                 # modified in place: computed again, new values
-    f3 = metrics.extract_features(x)
-    assert len(calls) == 3 and not torch.allclose(f3, f1)
-    small = mnist[0].x[:10].clone()
-    metrics.extract_features(small)
-    metrics.extract_features(small)
-    assert len(calls) == 5                                      # small sets are not cached
+    ref = metrics.Reference(te.x)
+    assert len(calls) == 1 and len(ref) == te.x.shape[0] and ref.features.dtype == torch.float64
+    f_ref = metrics.extract_features(te.x)
+    assert torch.equal(ref.features, f_ref)
+    assert torch.equal(ref.mean, f_ref.mean(0)) and torch.equal(ref.cov, torch.cov(f_ref.T))
+    calls.clear()
+    value = metrics.fid(x, ref)
+    assert len(calls) == 1                                      # only the samples go through the network
+    assert value == metrics.fid(x, te.x) == metrics.fid_from_features(metrics.extract_features(x), f_ref)
+    assert value == ref.fid(x) and metrics.fid(ref, x) == pytest.approx(value, rel=1e-5)
+    assert value == pytest.approx(11.1616, rel=1e-3)
+    k = metrics.kid(x, ref, subsets=20)
+    assert k == metrics.kid(x, te.x, subsets=20) and k[0] == pytest.approx(583.50, rel=1e-3)
+    te_x = te.x.clone()
+    ref2 = metrics.Reference(te_x)
+    te_x.mul_(0.5)                                              # the statistics do not follow the images
+    assert metrics.fid(x, ref2) == value
+    with pytest.raises(ValueError, match="at least 2"):
+        metrics.Reference(te.x[:1])
