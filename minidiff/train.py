@@ -50,6 +50,7 @@ import numpy as np
 import torch
 from torch import nn
 from ._progress import tqdm
+from .config.schema import TrainConfig
 
 
 class TrainingDiverged(RuntimeError):
@@ -58,67 +59,6 @@ class TrainingDiverged(RuntimeError):
 
 class CheckpointError(RuntimeError):
     """A checkpoint file could not be read; the message names the file."""
-
-
-@dataclass
-class TrainConfig:
-    """Hyper-parameters and budgets of :func:`train`. ``steps`` is the step budget, ``max_seconds`` an optional
-    wall-clock budget (whichever comes first ends training). Both are totals for the run, across resumes: a run
-    resumed from its checkpoint at step ``s`` after ``e`` seconds of training trains up to ``steps - s`` more steps
-    and ``max_seconds - e`` more seconds (time spent in ``evaluate`` is not training time)."""
-
-    steps: int = 1000
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    betas: tuple[float, float] = (0.9, 0.999)
-    warmup: int = 0
-    min_lr_ratio: float = 0.1
-    grad_clip: float | None = 1.0
-    ema_decay: float | None = 0.999
-    amp: str = "auto"            # "auto" (bf16/fp16 on CUDA, off elsewhere), "off", "bf16", "fp16"
-    max_seconds: float | None = None
-    ckpt_dir: str | os.PathLike | None = None
-    ckpt_every: int = 500
-    keep: int = 2
-    resume: bool = True
-    log_every: int = 10
-    eval_every: int | None = None   # with train(..., evaluate=fn): call fn every this many steps (and at the end)
-    seed: int = 0
-    progress: bool = True
-    desc: str = "training"
-    # speed switches (chapter 12). channels_last: NHWC memory layout for conv nets and 4-D batches (faster
-    # convolutions with cuDNN, most of all under bf16); compile: torch.compile the model for training (kernel fusion;
-    # pays a one-off compile time of tens of seconds, so only for long runs; checkpoints keep plain weights)
-    channels_last: bool = False
-    compile: bool = False
-    # anneal_by_time: with max_seconds, the cosine decay follows whichever budget is further along (steps or
-    # seconds), so a run cut by the clock still ends at the low learning rate instead of stopping mid-schedule
-    anneal_by_time: bool = False
-
-    def __post_init__(self):
-        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 0:
-            raise ValueError(f"steps must be a non-negative int, got {self.steps!r}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"lr must be a positive finite number, got {self.lr!r}")
-        if self.warmup < 0:
-            raise ValueError(f"warmup must be >= 0, got {self.warmup}")
-        if not 0 <= self.min_lr_ratio <= 1:
-            raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
-        if self.grad_clip is not None and self.grad_clip <= 0:
-            raise ValueError(f"grad_clip must be positive or None, got {self.grad_clip}")
-        if self.ema_decay is not None and not 0 <= self.ema_decay < 1:
-            raise ValueError(f"ema_decay must be in [0, 1) or None, got {self.ema_decay}")
-        if self.amp not in ("auto", "off", "bf16", "fp16"):
-            raise ValueError(f"amp must be 'auto', 'off', 'bf16' or 'fp16', got {self.amp!r}")
-        if self.max_seconds is not None and self.max_seconds <= 0:
-            raise ValueError(f"max_seconds must be positive or None, got {self.max_seconds}")
-        if self.anneal_by_time and self.max_seconds is None:
-            raise ValueError("anneal_by_time needs max_seconds (the wall-clock budget the schedule follows)")
-        if self.ckpt_every <= 0 or self.keep <= 0 or self.log_every <= 0:
-            raise ValueError("ckpt_every, keep and log_every must be positive")
-        if self.eval_every is not None and (isinstance(self.eval_every, bool) or not isinstance(self.eval_every, int)
-                                            or self.eval_every <= 0):
-            raise ValueError(f"eval_every must be a positive int or None, got {self.eval_every!r}")
 
 
 @dataclass

@@ -1,5 +1,6 @@
 import dataclasses
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,7 +15,7 @@ def test_profiles_exist_and_are_frozen():
         with pytest.raises(dataclasses.FrozenInstanceError):
             p.ddpm.steps = 1  # type: ignore[misc]
         with pytest.raises(TypeError):
-            p.runtimes["04_ddpm"] = "x"  # type: ignore[index]
+            p.runtime_s["04_ddpm"] = 1.0  # type: ignore[index]
 
 
 def test_profiles_scale_up():
@@ -52,8 +53,10 @@ def test_seed_everything_reproducible():
 
 
 def test_banner(monkeypatch):
-    line = config.banner("04_ddpm", config.get_profile("ci"))
-    assert "profile=ci" in line and "device=" in line and "expected runtime: about 45 s on 2 CPU cores" in line
+    ci = config.get_profile("ci")
+    line = config.banner("04_ddpm", ci)
+    assert "profile=ci" in line and "device=" in line
+    assert f"expected runtime: {config.runtime_text(ci.runtime_s['04_ddpm'], ci.runtime_on)}" in line
     if not torch.cuda.is_available():
         with pytest.warns(UserWarning, match="no CUDA device"):
             config.banner("04_ddpm", config.get_profile("gpu"))
@@ -62,6 +65,115 @@ def test_banner(monkeypatch):
 def test_with_overrides():
     p = config.with_overrides(config.get_profile("ci"), ddpm={"steps": 7})
     assert p.ddpm.steps == 7 and config.get_profile("ci").ddpm.steps != 7
+
+
+# ----------------------------------------------------------------------------- runtimes, as numbers
+
+CHAPTERS = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "chapters").glob("*.ipynb"))
+
+
+def test_every_chapter_has_a_runtime_within_its_profile_budget():
+    for name in config.PROFILE_NAMES:
+        p = config.get_profile(name)
+        assert sorted(p.runtime_s) == CHAPTERS, name
+        assert all(0 < s <= p.chapter_budget_s for s in p.runtime_s.values()), name
+        assert p.runtime_estimates <= set(CHAPTERS), name
+    ci, cpu, gpu = (config.get_profile(n) for n in ("ci", "cpu", "gpu"))
+    assert all(ci.runtime_s[c] <= cpu.runtime_s[c] for c in CHAPTERS)     # ci is the quick version of cpu
+    assert ci.chapter_budget_s == 60 and cpu.chapter_budget_s == 600 and gpu.chapter_budget_s == 1200
+
+
+@pytest.mark.parametrize("seconds,unit,amount", [(45, "s", 45), (59, "s", 59), (60, "min", 1), (270, "min", 4.5),
+                                                 (1020, "min", 17)])
+def test_runtime_text_rounds_to_seconds_or_half_minutes(seconds, unit, amount):
+    text = config.runtime_text(seconds, "a Colab T4")
+    number, found_unit = text.split()[1:3]
+    assert (float(number), found_unit) == (amount, unit) and text.endswith("on a Colab T4")
+    assert config.runtime_text(seconds, "x", estimate=True).endswith("(estimate)")
+    with pytest.raises(ValueError):
+        config.runtime_text(0, "x")
+
+
+def test_unknown_chapter_has_no_runtime():
+    assert "not stated" in config.chapter_runtime("99_nothing", config.get_profile("ci"))
+
+
+# ----------------------------------------------------------------------------- cpu is the reference; ci/gpu override
+
+# fields that say what a chapter does (method, data, recipe) rather than how big or how long: ci must keep cpu's
+METHOD = {"dataset", "schedule", "prediction", "encoder", "clip_x0", "blur_sigma", "beta", "temperature",
+          "moco_temperature", "moco_momentum", "p_uncond", "weight_decay", "grad_clip", "aug_strength", "feature_depth",
+          "repa_lambda", "mt_weight_start", "mt_weight_end", "mt_fixed_weight", "base", "dit", "fid_tolerance",
+          "min_margin", "probe_per_class", "probe_repeats", "check_images", "check_tokens", "check_groups"}
+
+
+def _differences(p, ref):
+    return {(f.name, g.name) for f in dataclasses.fields(ref) if dataclasses.is_dataclass(getattr(ref, f.name))
+            for g in dataclasses.fields(getattr(ref, f.name))
+            if getattr(getattr(p, f.name), g.name) != getattr(getattr(ref, f.name), g.name)}
+
+
+def test_ci_changes_sizes_and_budgets_never_the_method():
+    ci, cpu = config.get_profile("ci"), config.get_profile("cpu")
+    changed = _differences(ci, cpu)
+    assert changed and not {g for _, g in changed} & METHOD, sorted(changed)
+    assert ("ddpm", "steps") in changed and ("ddpm", "schedule") not in changed
+
+
+def test_gpu_differs_from_cpu_in_data_sizes_and_budgets():
+    gpu, cpu = config.get_profile("gpu"), config.get_profile("cpu")
+    changed = _differences(gpu, cpu)
+    assert {("ddpm", "dataset"), ("ssl", "dataset"), ("ssl", "encoder"), ("ddpm", "steps")} <= changed
+    assert not {("ddpm", "schedule"), ("vp_ddpm", "T"), ("vp_ddpm", "schedule"), ("ssl", "temperature"),
+                ("dit", "base"), ("dit", "lr"), ("kernels", "check_images")} & changed
+    assert ("kernels", "reps") not in changed and gpu.kernels == cpu.kernels   # kernels: the reference sizes
+
+
+def test_derive_replaces_only_the_fields_named():
+    cpu = config.get_profile("cpu")
+    p = config.derive(cpu, ddpm={"steps": 7}, chapter_budget_s=1.0)
+    assert _differences(p, cpu) == {("ddpm", "steps")} and p.chapter_budget_s == 1.0 and p.ddpm.steps == 7
+    with pytest.raises(ValueError, match="no field 'nope'"):
+        config.derive(cpu, nope={"steps": 1})
+
+
+def test_dit_names_are_sizes_whose_patch_is_its_own_field():
+    from minidiff.nets.dit import DIT_SIZES, dit_config
+
+    for name in config.PROFILE_NAMES:
+        p = config.get_profile(name)
+        pairs = [(p.dit.base, p.dit.base_patch), *p.dit.scaling, (p.ssl_diffusion.dit, p.ssl_diffusion.patch)]
+        for size, patch in pairs:
+            assert size in DIT_SIZES and "/" not in size, size
+            assert dit_config(size, patch=patch).patch == patch and 28 % patch == 0
+
+
+# ----------------------------------------------------------------------------- train_config and summary
+
+SECTIONS_THAT_TRAIN = ("toy", "ddpm", "ssl", "rotation", "vae", "vp_ddpm", "dit", "unet", "guidance", "ssl_diffusion")
+
+
+@pytest.mark.parametrize("name", config.PROFILE_NAMES)
+def test_train_config_carries_the_sections_hyper_parameters(name):
+    p = config.get_profile(name)
+    for section in SECTIONS_THAT_TRAIN:
+        part = getattr(p, section)
+        cfg = part.train_config(desc="x")
+        assert isinstance(cfg, config.TrainConfig) and cfg.desc == "x"
+        for f in config.TRAIN_FIELDS:
+            if hasattr(part, f):
+                assert getattr(cfg, f) == getattr(part, f), (section, f)
+        assert part.train_config(steps=3).steps == 3
+        line = p.summary(section)
+        assert "\n" not in line and line.startswith(f"{section} ({name}): ") and f"{part.steps} steps" in line
+    assert p.ssl.moco_train_config().steps == p.ssl.moco_steps and p.ssl.moco_train_config().lr == p.ssl.lr
+    assert p.guidance.ae_train_config().steps == p.guidance.ae_steps
+    assert p.guidance.text_train_config().max_seconds == p.guidance.text_max_seconds
+    assert p.ssl_diffusion.rdm_train_config().steps == p.ssl_diffusion.rdm_steps
+    assert p.ssl_diffusion.ssl_train_config().ema_decay is None
+    assert str(p.sampling.n_samples) in p.summary("sampling") and str(p.kernels.reps) in p.summary("kernels")
+    with pytest.raises(ValueError, match="no section"):
+        p.summary("name")
 
 
 # ----------------------------------------------------------------------------- smoke runs (MINIDIFF_SMOKE=1)
@@ -74,7 +186,7 @@ def test_profiles_are_unchanged_without_smoke(monkeypatch, value):
         monkeypatch.setenv("MINIDIFF_SMOKE", value)
     assert not config.smoke()
     for name in config.PROFILE_NAMES:
-        assert config.get_profile(name) is config._PROFILES[name]
+        assert config.get_profile(name) is config.PROFILES[name]
 
 
 def test_smoke_value_must_be_0_or_1(monkeypatch):
@@ -85,7 +197,7 @@ def test_smoke_value_must_be_0_or_1(monkeypatch):
 
 def test_smoke_caps_every_budget_of_the_gpu_profile(monkeypatch):
     monkeypatch.setenv("MINIDIFF_SMOKE", "1")
-    gpu, ci, smoke = config._PROFILES["gpu"], config._PROFILES["ci"], config.get_profile("gpu")
+    gpu, ci, smoke = config.PROFILES["gpu"], config.PROFILES["ci"], config.get_profile("gpu")
     assert smoke.name == "gpu" and "MINIDIFF_SMOKE=1" in smoke.description
     capped = set()
     for f in dataclasses.fields(gpu):

@@ -90,6 +90,24 @@ def test_dit_shapes_and_bad_inputs():
         D.dit_config("DiT-XXL/1")
 
 
+def test_dit_names_tell_the_patch():
+    """A name is a size and its patch ("DiT-S/2"), or a size alone with patch=...; a name and a patch that disagree
+    are refused, naming the config that was meant (the course once ran "DiT-Tiny/4" with patch 7)."""
+    for name, fields in D.DIT_CONFIGS.items():
+        size, patch = name.split("/")
+        assert fields == {**D.DIT_SIZES[size], "patch": int(patch)}
+        assert D.dit_config(name).patch == int(patch)
+    assert D.dit_config("DiT-Tiny/7") == D.dit_config("DiT-Tiny", patch=7) == D.dit_config("DiT-Tiny/7", patch=7)
+    assert D.dit_config("DiT-Tiny/7").hidden == D.DIT_SIZES["DiT-Tiny"]["hidden"]
+    with pytest.raises(ValueError, match="ask for 'DiT-Tiny/7'"):
+        D.dit_config("DiT-Tiny/4", patch=7)
+    with pytest.raises(ValueError, match="without a patch"):
+        D.dit_config("DiT-Mini")
+    for bad in ("DiT-S/0", "DiT-S/x", "DiT-S/", "S/2"):
+        with pytest.raises(ValueError, match="unknown DiT config"):
+            D.dit_config(bad)
+
+
 @pytest.mark.parametrize("conditioning", ["adaln", "in-context", "cross-attention"])
 def test_conditioning_variants_use_the_label_and_count_their_flops(conditioning):
     torch.manual_seed(0)

@@ -18,7 +18,7 @@ from minidiff.train import TrainConfig, train
 
 
 def tiny_dit(**kw):
-    return DiT(dit_config("DiT-Tiny/4", patch=7, input_size=28, in_channels=1, **kw))
+    return DiT(dit_config("DiT-Tiny/7", input_size=28, in_channels=1, **kw))
 
 
 def test_alignment_loss_against_a_slow_loop():

@@ -256,28 +256,41 @@ class DiTConfig:
     cond_dim: int | None = None          # condition on a vector y (B, cond_dim) instead of a label; zeros = none
 
 
-# Named configurations: tiny ones that train on a CPU, and the paper's S/B shapes (hidden, depth, heads).
-DIT_CONFIGS = {
-    "DiT-Tiny/4": dict(hidden=64, depth=2, heads=4, patch=4),
-    "DiT-Tiny/2": dict(hidden=64, depth=2, heads=4, patch=2),
-    "DiT-Mini/4": dict(hidden=128, depth=4, heads=4, patch=4),
-    "DiT-Mini/2": dict(hidden=128, depth=4, heads=4, patch=2),
-    "DiT-S/8": dict(hidden=384, depth=12, heads=6, patch=8),
-    "DiT-S/4": dict(hidden=384, depth=12, heads=6, patch=4),
-    "DiT-S/2": dict(hidden=384, depth=12, heads=6, patch=2),
-    "DiT-B/4": dict(hidden=768, depth=12, heads=12, patch=4),
-    "DiT-B/2": dict(hidden=768, depth=12, heads=12, patch=2),
-    "DiT-L/2": dict(hidden=1024, depth=24, heads=16, patch=2),
-    "DiT-XL/2": dict(hidden=1152, depth=28, heads=16, patch=2),
+# DiT sizes (hidden, depth, heads): tiny ones that train on a CPU, and the paper's S/B/L/XL (Peebles & Xie 2023,
+# Table 1). A model is a size and a patch, named like the paper's: "DiT-S/2" is DiT-S on 2x2 patches.
+DIT_SIZES = {
+    "DiT-Tiny": dict(hidden=64, depth=2, heads=4),
+    "DiT-Mini": dict(hidden=128, depth=4, heads=4),
+    "DiT-S": dict(hidden=384, depth=12, heads=6),
+    "DiT-B": dict(hidden=768, depth=12, heads=12),
+    "DiT-L": dict(hidden=1024, depth=24, heads=16),
+    "DiT-XL": dict(hidden=1152, depth=28, heads=16),
 }
+# the named configurations "size/patch" of the course and the paper (any size/patch works with dit_config)
+DIT_CONFIGS = {f"{size}/{p}": {**DIT_SIZES[size], "patch": p}
+               for size, patches in (("DiT-Tiny", (4, 2)), ("DiT-Mini", (4, 2)), ("DiT-S", (8, 4, 2)),
+                                     ("DiT-B", (4, 2)), ("DiT-L", (2,)), ("DiT-XL", (2,)))
+               for p in patches}
 
 
 def dit_config(name: str, **overrides) -> DiTConfig:
-    """A named configuration from :data:`DIT_CONFIGS` with fields overridden, e.g. ``dit_config("DiT-S/4",
-    input_size=32, in_channels=3)``."""
-    if name not in DIT_CONFIGS:
-        raise ValueError(f"unknown DiT config {name!r}; expected one of {', '.join(DIT_CONFIGS)}")
-    return DiTConfig(**{**DIT_CONFIGS[name], **overrides})
+    """A DiT of a named size (:data:`DIT_SIZES`) with fields overridden. ``name`` is a size and its patch, like the
+    paper's ``"DiT-S/4"`` (DiT-S on 4x4 patches), or a size alone with the patch given as ``patch=``; e.g.
+    ``dit_config("DiT-S/4", input_size=32, in_channels=3)`` or ``dit_config("DiT-Tiny", patch=7)``. A name whose
+    patch disagrees with ``patch=`` is refused: ``"DiT-Tiny/4", patch=7`` is ``"DiT-Tiny/7"``."""
+    size, slash, patch = name.partition("/") if isinstance(name, str) else ("", "", "")
+    if size not in DIT_SIZES or (slash and (not patch.isdigit() or int(patch) < 1)):
+        raise ValueError(f"unknown DiT config {name!r}; expected a size of {', '.join(DIT_SIZES)} with its patch, "
+                         f"e.g. 'DiT-S/2', or a size alone with patch=...")
+    if patch:
+        if overrides.get("patch", int(patch)) != int(patch):
+            q = overrides["patch"]
+            raise ValueError(f"DiT config {name!r} has patch {patch}, but patch={q!r} was given: ask for "
+                             f"'{size}/{q}' (or '{size}' with patch={q!r})")
+        overrides = {**overrides, "patch": int(patch)}
+    elif "patch" not in overrides:
+        raise ValueError(f"DiT config {name!r} names a size without a patch: ask for e.g. '{size}/4', or give patch=")
+    return DiTConfig(**{**DIT_SIZES[size], **overrides})
 
 
 class DiT(nn.Module):

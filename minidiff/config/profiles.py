@@ -1,0 +1,164 @@
+"""The profiles: every size of every chapter, for three budgets.
+
+``cpu`` (a learner's laptop without GPU) is the reference and states every value; ``ci`` and ``gpu`` are written as
+what differs from it (the shape of nanoGPT's ``config/*.py`` files), so each reads as a short list of overrides::
+
+    CI = derive(CPU, name="ci", ddpm=dict(T=50, steps=350, ...), ...)   # sections not named are cpu's
+
+========  ======================  ==============================================  ==========================
+profile   who                     data                                            budget
+========  ======================  ==============================================  ==========================
+``ci``    CI, nbval, make test    offline only: MNIST-5k, sklearn digits, 2-D toys <= 60 s a chapter, 2 cores
+``cpu``   a learner without GPU   offline MNIST-5k (torchvision data if online)    <= 10 min a chapter
+``gpu``   Colab / local GPU       torchvision MNIST, Fashion-MNIST, CIFAR-10       <= 20 min on a Colab T4
+========  ======================  ==============================================  ==========================
+
+``runtime_s`` is each chapter's measured runtime in seconds on ``runtime_on`` (the banner says it in words).
+This module only declares values; choosing the active profile is :func:`minidiff.config.get_profile`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import is_dataclass, replace
+
+from .schema import (DiTChapterConfig, GuidanceChapterConfig, ImageDiffusionConfig, KernelsChapterConfig, Profile,
+                     RotationConfig, SamplingConfig, SSLConfig, SSLDiffusionConfig, ToyDiffusionConfig,
+                     UNetChapterConfig, VAEConfig)
+
+
+def derive(base: Profile, **changes) -> Profile:
+    """``base`` with ``changes``: a dict for a section replaces only the fields it names (the others stay
+    ``base``'s), any other value replaces the field of the profile. Also for experiments in a notebook, e.g.
+    ``P = config.derive(P, ddpm={"steps": 100})``."""
+    updates = {}
+    for name, value in changes.items():
+        if not hasattr(base, name):
+            raise ValueError(f"profile has no field {name!r}")
+        current = getattr(base, name)
+        updates[name] = replace(current, **value) if is_dataclass(current) and isinstance(value, dict) else value
+    return replace(base, **updates)
+
+
+# ----------------------------------------------------------------------------- cpu: the reference, every value
+CPU = Profile(
+    name="cpu",
+    description="a learner's laptop without GPU: offline MNIST-5k, minutes per chapter",
+    toy=ToyDiffusionConfig(dataset="moons", n_points=8192, schedule="linear", T=100, hidden=128, depth=3, batch=512,
+                           steps=2000, lr=2e-3, warmup=50, ema_decay=0.99, n_samples=2000),
+    ddpm=ImageDiffusionConfig(dataset="mnist5k", T=200, schedule="cosine", prediction="eps", base_channels=32,
+                              channel_mults=(1, 2), attention=False, patch=2, clip_x0=True, blur_sigma=1.0, batch=64,
+                              steps=4000, max_seconds=330.0, lr=2e-3, warmup=100, ema_decay=0.995, n_samples=500,
+                              sample_batch=500),
+    ssl=SSLConfig(dataset="mnist5k", encoder="convnet", width=32, batch=256, steps=4000, max_seconds=180.0, lr=3e-3,
+                  weight_decay=1e-4, warmup=10, grad_clip=None, ema_decay=None, aug_strength=1.0, temperature=0.5,
+                  proj_hidden=256, proj_dim=64, moco_steps=4000, moco_max_seconds=150.0, moco_queue=1024,
+                  moco_momentum=0.99, moco_temperature=0.2, probe_per_class=10, probe_repeats=5, knn_k=20,
+                  embedding_2d="tsne", n_embed=1000, min_margin=0.05),
+    rotation=RotationConfig(dataset="mnist5k", encoder="convnet", width=32, batch=64, steps=4000, max_seconds=180.0,
+                            lr=3e-3, weight_decay=1e-4, warmup=20, ema_decay=None, aug_strength=0.5, feature_depth=2),
+    vae=VAEConfig(dataset="mnist5k", latent_dim=16, width=32, batch=128, steps=4000, max_seconds=180.0, lr=2e-3,
+                  warmup=20, ema_decay=None, beta=1.0, eval_samples=1),
+    # a T = 1000 linear-schedule DDPM: the discretisation of the VP SDE (beta 0.1..20), used by chapters 05 and 07
+    vp_ddpm=ImageDiffusionConfig(dataset="mnist5k", T=1000, schedule="linear", prediction="eps", base_channels=32,
+                                 channel_mults=(1, 2), attention=False, patch=2, clip_x0=True, blur_sigma=1.0, batch=64,
+                                 steps=4000, max_seconds=200.0, lr=2e-3, warmup=100, ema_decay=0.995, n_samples=300,
+                                 sample_batch=300),
+    sampling=SamplingConfig(ddim_steps=(10, 20, 50, 100), etas=(0.0, 1.0), n_samples=300, fid_tolerance=1.0,
+                            encode_steps=100, sde_nfe=(20, 50, 100), likelihood_images=100, likelihood_steps=50,
+                            toy_steps=2000, toy_hidden=128, dpm_variants=("sde", "ode")),
+    dit=DiTChapterConfig(dataset="mnist5k", T=50, batch=64, steps=600, lr=1e-3, warmup=20, ema_decay=0.99,
+                         base="DiT-Tiny", base_patch=7,
+                         scaling=(("DiT-Tiny", 7), ("DiT-Tiny", 4), ("DiT-Mini", 7), ("DiT-Mini", 4)),
+                         n_samples=300, sample_steps=50),
+    unet=UNetChapterConfig(dataset="mnist5k", T=200, schedule="cosine", unet="UNet-S", batch=64, steps=500,
+                           max_seconds=None, lr=3e-3, warmup=30, ema_decay=0.99, eval_images=500,
+                           loss_t_fractions=(0.0, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0), n_samples=300, sample_steps=25),
+    guidance=GuidanceChapterConfig(dataset="mnist5k", T=200, schedule="cosine", unet="UNet-S", batch=64,
+                                   steps=100_000, max_seconds=120.0, lr=3e-3, warmup=30, ema_decay=0.99, p_uncond=0.2,
+                                   ae_latent_channels=4, ae_width=32, ae_steps=600, ae_kl_weight=1e-3,
+                                   latent_base_channels=32, clip_dim=32, clip_width=8, clip_batch=64, clip_steps=400,
+                                   text_steps=100_000, text_max_seconds=60.0, compare_seconds=None,
+                                   scales=(0.0, 1.0, 2.0, 4.0, 6.0), n_samples=300, sample_steps=25),
+    ssl_diffusion=SSLDiffusionConfig(dataset="mnist5k", T=50, schedule="cosine", dit="DiT-Tiny", patch=7, batch=64,
+                                     steps=1200, lr=3e-3, warmup=20, ema_decay=0.99, eval_every=300, n_eval=200,
+                                     sample_steps=20, seeds=(0, 1, 2), ssl_width=16, ssl_batch=256, ssl_steps=200,
+                                     aug_strength=0.5, p_uncond=0.1, rdm_hidden=128, rdm_depth=3, rdm_steps=2000,
+                                     repa_depth=1, repa_lambda=0.5, mt_depth=1, mt_weight_start=1.0,
+                                     mt_weight_end=0.05, mt_fixed_weight=0.5),
+    kernels=KernelsChapterConfig(check_images=(4, 1, 28, 28), check_tokens=(2, 16, 64), check_groups=(2, 16, 7, 7, 4),
+                                 timing_numel=(2 ** 12, 2 ** 16, 2 ** 20, 2 ** 22), reps=20),
+    runtime_s={"01_rotation": 270, "02_contrastive": 420, "03_vae": 330, "04_ddpm": 480, "05_sampling": 480,
+               "06_score_matching": 60, "07_sde": 330, "08_unet": 390, "09_dit": 210, "10_latent_and_guidance": 450,
+               "11_ssl_meets_diffusion": 510, "12_kernels_and_speed": 20},
+    runtime_on="2 CPU cores",
+    chapter_budget_s=600.0,
+)
+
+# ----------------------------------------------------------------------------- ci: tiny, offline, steps only
+CI = derive(
+    CPU, name="ci", description="CI / quick check: offline data, tiny models, every chapter under 60 s on 2 CPU cores",
+    toy=dict(n_points=4096, hidden=64, depth=2, batch=256, steps=700, lr=3e-3, n_samples=1000),
+    ddpm=dict(T=50, base_channels=16, steps=350, max_seconds=None, lr=3e-3, warmup=30, ema_decay=0.99, n_samples=250,
+              sample_batch=250),
+    ssl=dict(width=16, steps=90, max_seconds=None, moco_steps=70, moco_max_seconds=None, embedding_2d="pca"),
+    rotation=dict(width=16, steps=200, max_seconds=None),
+    vae=dict(width=16, steps=300, max_seconds=None, lr=3e-3),
+    vp_ddpm=dict(base_channels=16, steps=300, max_seconds=None, lr=3e-3, warmup=30, ema_decay=0.99, n_samples=200,
+                 sample_batch=200),
+    sampling=dict(ddim_steps=(10, 20, 50), n_samples=64, encode_steps=50, sde_nfe=(20, 50), likelihood_images=32,
+                  likelihood_steps=25, toy_steps=600, toy_hidden=64, dpm_variants=("sde",)),
+    dit=dict(steps=200, scaling=(("DiT-Tiny", 7), ("DiT-Tiny", 4), ("DiT-Mini", 7)), n_samples=100, sample_steps=20),
+    unet=dict(T=50, unet="UNet-XS", steps=100, eval_images=300, n_samples=100, sample_steps=20),
+    guidance=dict(T=50, unet="UNet-XS", steps=350, max_seconds=None, ae_width=16, ae_steps=100, clip_steps=120,
+                  text_steps=100, text_max_seconds=None, compare_seconds=4.0, scales=(0.0, 1.0, 3.0, 6.0),
+                  n_samples=150, sample_steps=20),
+    ssl_diffusion=dict(steps=160, eval_every=80, n_eval=64, seeds=(0,), ssl_batch=128, ssl_steps=40, rdm_steps=300),
+    kernels=dict(timing_numel=(2 ** 12, 2 ** 16, 2 ** 20), reps=10),
+    runtime_s={"01_rotation": 45, "02_contrastive": 50, "03_vae": 30, "04_ddpm": 45, "05_sampling": 50,
+               "06_score_matching": 15, "07_sde": 35, "08_unet": 50, "09_dit": 45, "10_latent_and_guidance": 55,
+               "11_ssl_meets_diffusion": 40, "12_kernels_and_speed": 10},
+    chapter_budget_s=60.0,
+)
+
+# ----------------------------------------------------------------------------- gpu: full data, bigger models
+GPU = derive(
+    CPU, name="gpu", description="Colab / local GPU: full MNIST via torchvision, bigger U-Net, T = 1000",
+    toy=dict(n_points=16384, T=200, hidden=256, depth=4, batch=1024, steps=4000, lr=1e-3, n_samples=4000),
+    ddpm=dict(dataset="mnist", T=1000, base_channels=64, channel_mults=(1, 2, 2), attention=True, patch=1, batch=256,
+              steps=12000, max_seconds=720.0, lr=1e-3, warmup=500, ema_decay=0.999, n_samples=2000, sample_batch=1000),
+    ssl=dict(dataset="cifar10", encoder="resnet18", width=64, batch=512, steps=20000, max_seconds=540.0, lr=2e-3,
+             weight_decay=1e-6, proj_hidden=2048, proj_dim=128, moco_steps=20000, moco_max_seconds=360.0,
+             moco_queue=4096, knn_k=200, n_embed=2000),
+    rotation=dict(dataset="cifar10", encoder="resnet18", width=64, batch=128, steps=20000, max_seconds=600.0, lr=2e-3,
+                  aug_strength=1.0),
+    vae=dict(dataset="mnist", latent_dim=32, width=64, batch=256, steps=20000, max_seconds=480.0, lr=1e-3),
+    vp_ddpm=dict(dataset="mnist", base_channels=64, channel_mults=(1, 2, 2), attention=True, patch=1, batch=256,
+                 steps=12000, max_seconds=600.0, lr=1e-3, warmup=500, ema_decay=0.999, n_samples=2000,
+                 sample_batch=1000),
+    sampling=dict(ddim_steps=(10, 20, 50, 100, 250), etas=(0.0, 0.5, 1.0), n_samples=2000, sde_nfe=(50, 100, 250, 500),
+                  likelihood_images=500, likelihood_steps=100, toy_steps=4000, toy_hidden=256),
+    dit=dict(T=1000, batch=128, steps=3000, ema_decay=0.999, n_samples=1000,
+             scaling=(("DiT-Mini", 7), ("DiT-Mini", 4), ("DiT-Mini", 2), ("DiT-S", 4))),
+    unet=dict(dataset="mnist", T=1000, unet="UNet-L", batch=128, steps=3000, lr=1e-3, warmup=200, ema_decay=0.999,
+              eval_images=2000, n_samples=1000, sample_steps=50),
+    guidance=dict(dataset="mnist", T=1000, unet="UNet-L", batch=128, max_seconds=300.0, lr=1e-3, warmup=200,
+                  ema_decay=0.999, ae_width=64, ae_steps=3000, latent_base_channels=128, clip_batch=256,
+                  clip_steps=2000, text_max_seconds=240.0, n_samples=1000, sample_steps=50),
+    ssl_diffusion=dict(dataset="mnist", T=1000, dit="DiT-Mini", patch=4, batch=128, steps=4000, eval_every=500,
+                       n_eval=1000, sample_steps=50, ssl_width=32, ssl_batch=512, ssl_steps=2000, rdm_steps=5000,
+                       repa_depth=2, mt_depth=2),
+    runtime_s={"01_rotation": 720, "02_contrastive": 1020, "03_vae": 540, "04_ddpm": 900, "05_sampling": 1080,
+               "06_score_matching": 60, "07_sde": 1080, "08_unet": 840, "09_dit": 900, "10_latent_and_guidance": 1080,
+               "11_ssl_meets_diffusion": 1200, "12_kernels_and_speed": 120},
+    runtime_on="a Colab T4",
+    runtime_estimates=("08_unet", "10_latent_and_guidance", "11_ssl_meets_diffusion", "12_kernels_and_speed"),
+    chapter_budget_s=1200.0,
+)
+
+PROFILES: dict[str, Profile] = {"ci": CI, "cpu": CPU, "gpu": GPU}
+
+
+def with_overrides(profile: Profile, **sections) -> Profile:
+    """A copy of ``profile`` with some fields of its sections replaced, e.g. ``with_overrides(P, ddpm={"steps": 100})``
+    (the same as :func:`derive`)."""
+    return derive(profile, **sections)

@@ -1,0 +1,529 @@
+"""The schema: the dataclasses every size lives in.
+
+One frozen dataclass per chapter (or group of chapters) holds that chapter's sizes; :class:`Profile` gathers one of
+each for a budget (the values are in :mod:`minidiff.config.profiles`). :class:`TrainConfig` holds the
+hyper-parameters of :func:`minidiff.train.train`; a chapter config that trains something gives its own with
+``train_config(**overrides)`` (e.g. ``P.ddpm.train_config(desc="DDPM", ckpt_dir=...)``), and says in one line what it
+runs with through ``summary()`` (``P.summary("ddpm")`` adds the section and profile names).
+
+This module imports nothing but the standard library, so it can be read (and imported) on its own.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field, fields
+from types import MappingProxyType
+from typing import Mapping
+
+PROFILE_NAMES = ("ci", "cpu", "gpu")
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters and budgets of :func:`train`. ``steps`` is the step budget, ``max_seconds`` an optional
+    wall-clock budget (whichever comes first ends training). Both are totals for the run, across resumes: a run
+    resumed from its checkpoint at step ``s`` after ``e`` seconds of training trains up to ``steps - s`` more steps
+    and ``max_seconds - e`` more seconds (time spent in ``evaluate`` is not training time)."""
+
+    steps: int = 1000
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup: int = 0
+    min_lr_ratio: float = 0.1
+    grad_clip: float | None = 1.0
+    ema_decay: float | None = 0.999
+    amp: str = "auto"            # "auto" (bf16/fp16 on CUDA, off elsewhere), "off", "bf16", "fp16"
+    max_seconds: float | None = None
+    ckpt_dir: str | os.PathLike | None = None
+    ckpt_every: int = 500
+    keep: int = 2
+    resume: bool = True
+    log_every: int = 10
+    eval_every: int | None = None   # with train(..., evaluate=fn): call fn every this many steps (and at the end)
+    # seed: at the start of a fresh run (not a resume, which restores the checkpoint's RNG states), train seeds
+    # Python, NumPy and torch with it (config.seed_everything); None leaves the RNGs as the caller seeded them
+    seed: int | None = None
+    progress: bool = True
+    desc: str = "training"
+    # speed switches (chapter 12). channels_last: NHWC memory layout for conv nets and 4-D batches (faster
+    # convolutions with cuDNN, most of all under bf16); compile: torch.compile the model for training (kernel fusion;
+    # pays a one-off compile time of tens of seconds, so only for long runs; checkpoints keep plain weights)
+    channels_last: bool = False
+    compile: bool = False
+    # anneal_by_time: with max_seconds, the cosine decay follows whichever budget is further along (steps or
+    # seconds), so a run cut by the clock still ends at the low learning rate instead of stopping mid-schedule
+    anneal_by_time: bool = False
+
+    def __post_init__(self):
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 0:
+            raise ValueError(f"steps must be a non-negative int, got {self.steps!r}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"lr must be a positive finite number, got {self.lr!r}")
+        if self.warmup < 0:
+            raise ValueError(f"warmup must be >= 0, got {self.warmup}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            raise ValueError(f"grad_clip must be positive or None, got {self.grad_clip}")
+        if self.ema_decay is not None and not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in [0, 1) or None, got {self.ema_decay}")
+        if self.amp not in ("auto", "off", "bf16", "fp16"):
+            raise ValueError(f"amp must be 'auto', 'off', 'bf16' or 'fp16', got {self.amp!r}")
+        if self.max_seconds is not None and self.max_seconds <= 0:
+            raise ValueError(f"max_seconds must be positive or None, got {self.max_seconds}")
+        if self.anneal_by_time and self.max_seconds is None:
+            raise ValueError("anneal_by_time needs max_seconds (the wall-clock budget the schedule follows)")
+        if self.ckpt_every <= 0 or self.keep <= 0 or self.log_every <= 0:
+            raise ValueError("ckpt_every, keep and log_every must be positive")
+        if self.eval_every is not None and (isinstance(self.eval_every, bool) or not isinstance(self.eval_every, int)
+                                            or self.eval_every <= 0):
+            raise ValueError(f"eval_every must be a positive int or None, got {self.eval_every!r}")
+
+
+# the fields of TrainConfig that a chapter config may carry under the same name (and meaning)
+TRAIN_FIELDS = ("steps", "max_seconds", "lr", "weight_decay", "warmup", "grad_clip", "ema_decay", "eval_every")
+
+
+def _budget(steps: int, max_seconds: float | None) -> str:
+    return f"{steps} steps" + (f" or {max_seconds:g} s" if max_seconds else "")
+
+
+def _seq(values) -> str:
+    return ",".join(str(v) for v in values)
+
+
+class Section:
+    """Mixin of a chapter config: :meth:`summary` says in one line what the chapter runs with (the class's
+    ``_SUMMARY`` template, filled with its fields)."""
+
+    _SUMMARY = ""
+
+    def _summary_fields(self) -> dict:
+        return {f.name: _seq(v) if isinstance(v, tuple) else v for f in fields(self) for v in [getattr(self, f.name)]}
+
+    def summary(self) -> str:
+        return self._SUMMARY.format(**self._summary_fields())
+
+
+
+class Trains(Section):
+    """Mixin of a chapter config that trains a model: :meth:`train_config` makes its :class:`TrainConfig` from the
+    config's fields named like TrainConfig's (:data:`TRAIN_FIELDS`), so a notebook never copies them by hand; the
+    ``{training}`` of its summary is the batch and the optimisation."""
+
+    def train_config(self, **overrides) -> TrainConfig:
+        """The :class:`TrainConfig` of this chapter's model; ``overrides`` replace or add fields, e.g. ``desc``,
+        ``ckpt_dir``, or a shorter ``steps`` for an exercise."""
+        own = {f.name: getattr(self, f.name) for f in fields(self) if f.name in TRAIN_FIELDS}
+        return TrainConfig(**{**own, **overrides})
+
+    def _training(self) -> str:
+        """The batch and the optimisation part of :meth:`summary`, from :meth:`train_config`."""
+        c = self.train_config()
+        text = f"batch {self.batch}, {_budget(c.steps, c.max_seconds)}, lr {c.lr:g}"
+        if c.weight_decay:
+            text += f", wd {c.weight_decay:g}"
+        if c.warmup:
+            text += f", warmup {c.warmup}"
+        return text + (f", EMA {c.ema_decay:g}" if c.ema_decay is not None else ", no EMA")
+
+    def _summary_fields(self) -> dict:
+        return {**super()._summary_fields(), "training": self._training()}
+
+
+@dataclass(frozen=True)
+class ToyDiffusionConfig(Trains):
+    """Sizes for diffusion on a 2-D toy distribution (a time-conditioned MLP)."""
+
+    _SUMMARY = ("{dataset} ({n_points} points) | T={T} {schedule} | MLP {hidden}x{depth} | {training} | "
+                "{n_samples} samples")
+
+    dataset: str = "moons"
+    n_points: int = 8192
+    schedule: str = "linear"
+    T: int = 100
+    hidden: int = 128
+    depth: int = 3
+    batch: int = 512
+    steps: int = 1500
+    lr: float = 2e-3
+    warmup: int = 50
+    ema_decay: float | None = 0.99
+    n_samples: int = 2000
+
+
+
+@dataclass(frozen=True)
+class ImageDiffusionConfig(Trains):
+    """Sizes for DDPM on 28x28 digits with the compact U-Net.
+
+    ``steps`` is the step budget and ``max_seconds`` the wall-clock budget; training stops at
+    whichever comes first. ``n_samples`` images are generated for FID/KID.
+    """
+
+    _SUMMARY = ("{dataset} | T={T} {schedule} {prediction} | UNet {base_channels}x({channel_mults}), "
+                "attention={attention}, patch {patch} | {training} | {n_samples} samples")
+
+    dataset: str = "mnist5k"
+    T: int = 1000
+    schedule: str = "cosine"
+    prediction: str = "eps"
+    base_channels: int = 32
+    channel_mults: tuple[int, ...] = (1, 2, 2)
+    attention: bool = True
+    patch: int = 1
+    clip_x0: bool = True
+    blur_sigma: float = 1.0
+    batch: int = 128
+    steps: int = 4000
+    max_seconds: float | None = None
+    lr: float = 2e-3
+    warmup: int = 100
+    ema_decay: float = 0.999
+    n_samples: int = 1000
+    sample_batch: int = 500
+
+
+
+@dataclass(frozen=True)
+class SSLConfig(Trains):
+    """Sizes for self-supervised pretraining (chapters 01-02) and its evaluation.
+
+    Training stops after ``steps`` or ``max_seconds``, whichever comes first (``None`` = no time limit; the ``ci``
+    profile uses steps only, so its numbers are reproducible). Features are judged by a linear probe trained on
+    ``probe_per_class`` labels per class, averaged over ``probe_repeats`` labelled subsets, and by weighted kNN.
+    The notebooks assert that self-supervised features beat raw pixels and a random encoder by ``min_margin``.
+    """
+
+    _SUMMARY = ("{dataset} | {encoder} width {width}, projection {proj_hidden}->{proj_dim} | {training} | SimCLR tau "
+                "{temperature}; MoCo {moco_steps} steps, queue {moco_queue}, m {moco_momentum}, "
+                "tau {moco_temperature} | "
+                "probe {probe_per_class}/class x{probe_repeats}, kNN k={knn_k}")
+
+    dataset: str = "mnist5k"
+    encoder: str = "convnet"          # "convnet" (28x28 digits) or "resnet18" (CIFAR stem)
+    width: int = 32
+    batch: int = 256
+    steps: int = 1000
+    max_seconds: float | None = None
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    warmup: int = 10
+    grad_clip: float | None = None
+    ema_decay: float | None = None
+    aug_strength: float = 1.0
+    temperature: float = 0.5          # NT-Xent
+    proj_hidden: int = 256
+    proj_dim: int = 64
+    moco_steps: int = 1000
+    moco_max_seconds: float | None = None
+    moco_queue: int = 1024
+    moco_momentum: float = 0.99
+    moco_temperature: float = 0.2
+    probe_per_class: int = 10
+    probe_repeats: int = 5
+    knn_k: int = 20
+    embedding_2d: str = "pca"         # "pca" (fast) or "tsne"
+    n_embed: int = 1000
+    min_margin: float = 0.05
+
+    def moco_train_config(self, **overrides) -> TrainConfig:
+        """MoCo's :class:`TrainConfig`: SimCLR's with MoCo's own budgets."""
+        return self.train_config(**{"steps": self.moco_steps, "max_seconds": self.moco_max_seconds, **overrides})
+
+
+
+@dataclass(frozen=True)
+class RotationConfig(Trains):
+    """Sizes for RotNet rotation prediction (chapter 01); ``feature_depth`` is the encoder stage probed."""
+
+    _SUMMARY = ("{dataset} | {encoder} width {width}, augmentation {aug_strength} | {training} | "
+                "features of stage {feature_depth}")
+
+    dataset: str = "mnist5k"
+    encoder: str = "convnet"
+    width: int = 16
+    batch: int = 64
+    steps: int = 1000
+    max_seconds: float | None = None
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    warmup: int = 20
+    ema_decay: float | None = None
+    aug_strength: float = 0.5
+    feature_depth: int = 2
+
+
+
+@dataclass(frozen=True)
+class VAEConfig(Trains):
+    """Sizes for the convolutional VAE (chapter 03)."""
+
+    _SUMMARY = "{dataset} | latent {latent_dim}, width {width}, beta {beta} | {training}"
+
+    dataset: str = "mnist5k"
+    latent_dim: int = 16
+    width: int = 32
+    batch: int = 128
+    steps: int = 2000
+    max_seconds: float | None = None
+    lr: float = 2e-3
+    warmup: int = 20
+    ema_decay: float | None = None
+    beta: float = 1.0
+    eval_samples: int = 1     # Monte-Carlo samples per image for the held-out ELBO
+
+
+
+@dataclass(frozen=True)
+class SamplingConfig(Section):
+    """Sampler comparisons (chapters 05 and 07) on a DDPM trained with ``Profile.vp_ddpm``.
+
+    ``ddim_steps`` are the step counts of the quality-vs-steps curve; the notebooks assert that DDIM with 50 steps
+    reaches a feature FID within ``fid_tolerance`` (relative) of the full ancestral sampler."""
+
+    _SUMMARY = ("DDIM steps ({ddim_steps}), etas ({etas}) | {n_samples} samples | SDE NFE ({sde_nfe}) | likelihood of "
+                "{likelihood_images} images, {likelihood_steps} steps | toy {toy_steps} steps, width {toy_hidden}")
+
+    ddim_steps: tuple[int, ...] = (10, 20, 50, 100)
+    etas: tuple[float, ...] = (0.0, 0.5, 1.0)
+    n_samples: int = 500
+    fid_tolerance: float = 1.0
+    encode_steps: int = 100
+    sde_nfe: tuple[int, ...] = (20, 50, 100)
+    likelihood_images: int = 64
+    likelihood_steps: int = 20
+    toy_steps: int = 2000
+    toy_hidden: int = 128
+    dpm_variants: tuple[str, ...] = ("sde", "ode")   # DPM-Solver++(2M) variants compared at 50 calls
+
+    def __post_init__(self):
+        v = tuple(self.dpm_variants)
+        if not v or any(x not in ("sde", "ode") for x in v) or "sde" not in v:
+            raise ValueError(f"SamplingConfig.dpm_variants must be 'sde' or ('sde', 'ode') (chapter 05 asserts its "
+                             f"claim on the SDE variant), got {self.dpm_variants!r}")
+
+
+
+@dataclass(frozen=True)
+class DiTChapterConfig(Trains):
+    """Sizes for chapter 09: every model trains ``steps`` steps (same data, same schedule) so that the comparison is
+    at equal steps. ``base`` is a DiT size of :data:`minidiff.nets.dit.DIT_SIZES` (no patch in the name) used with
+    patch ``base_patch``; ``scaling`` lists (size, patch) pairs for the quality-vs-GFLOPs plot."""
+
+    _SUMMARY = ("{dataset} | T={T} | {base}/{base_patch}; scaling {scaling} | {training} | {n_samples} samples, "
+                "{sample_steps} DDIM steps")
+
+    dataset: str = "mnist5k"
+    T: int = 50
+    batch: int = 64
+    steps: int = 200
+    lr: float = 1e-3
+    warmup: int = 20
+    ema_decay: float = 0.99
+    base: str = "DiT-Tiny"
+    base_patch: int = 7
+    scaling: tuple = (("DiT-Tiny", 7), ("DiT-Tiny", 4), ("DiT-Mini", 7))
+    n_samples: int = 100
+    sample_steps: int = 20
+
+    def _summary_fields(self) -> dict:
+        return {**super()._summary_fields(), "scaling": ", ".join(f"{name}/{p}" for name, p in self.scaling)}
+
+
+
+@dataclass(frozen=True)
+class UNetChapterConfig(Trains):
+    """Sizes for chapter 08: the U-Net of :data:`minidiff.nets.UNET_CONFIGS` named ``unet`` and its ablations, each
+    trained for the same number of ``steps`` (a wall-clock budget ``max_seconds`` can be added, but equal steps keep
+    the ablation independent of the machine's load). ``loss_t_fractions`` are the
+    points of the loss-by-time-step curve, as fractions of ``T - 1``."""
+
+    _SUMMARY = ("{dataset} | T={T} {schedule} | {unet} | {training} | loss by t on {eval_images} images | {n_samples} "
+                "samples, {sample_steps} DDIM steps")
+
+    dataset: str = "mnist5k"
+    T: int = 50
+    schedule: str = "cosine"
+    unet: str = "UNet-XS"
+    batch: int = 64
+    steps: int = 150
+    max_seconds: float | None = None
+    lr: float = 3e-3
+    warmup: int = 30
+    ema_decay: float = 0.99
+    eval_images: int = 500
+    loss_t_fractions: tuple[float, ...] = (0.0, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0)
+    n_samples: int = 200
+    sample_steps: int = 20
+
+
+
+@dataclass(frozen=True)
+class GuidanceChapterConfig(Trains):
+    """Sizes for chapter 10. A class-conditional pixel-space U-Net (``unet``) trains for ``steps`` / ``max_seconds``
+    with label dropout ``p_uncond`` and is swept over the guidance ``scales``; a latent model of width
+    ``latent_channels_unet`` gets the same wall time as the pixel model; the CLIP-style pair trains ``clip_steps`` and a
+    text-conditioned latent model ``text_steps`` / ``text_max_seconds``. ``compare_seconds`` (when set) is a shorter
+    wall-time budget for the latent-vs-pixel comparison: the pixel model is snapshot after that many seconds, then
+    resumes to its full budget; ``None`` compares at the pixel model's full training time."""
+
+    _SUMMARY = ("{dataset} | T={T} {schedule} | {unet}, p_uncond {p_uncond} | {training} | "
+                "autoencoder {ae_steps} steps, CLIP {clip_steps} steps, text model {text_steps} steps | "
+                "scales ({scales}) | {n_samples} samples, {sample_steps} DDIM steps")
+
+    dataset: str = "mnist5k"
+    T: int = 50
+    schedule: str = "cosine"
+    unet: str = "UNet-XS"
+    batch: int = 64
+    steps: int = 300
+    max_seconds: float | None = None
+    lr: float = 3e-3
+    warmup: int = 30
+    ema_decay: float = 0.99
+    p_uncond: float = 0.2
+    ae_latent_channels: int = 4
+    ae_width: int = 16
+    ae_steps: int = 100
+    ae_kl_weight: float = 1e-3
+    latent_base_channels: int = 32
+    clip_dim: int = 32
+    clip_width: int = 8
+    clip_batch: int = 64
+    clip_steps: int = 150
+    text_steps: int = 150
+    text_max_seconds: float | None = None
+    compare_seconds: float | None = None
+    scales: tuple[float, ...] = (0.0, 1.0, 2.0, 4.0, 6.0)
+    n_samples: int = 200
+    sample_steps: int = 20
+
+    def ae_train_config(self, **overrides) -> TrainConfig:
+        """The autoencoder's :class:`TrainConfig`: ``ae_steps`` at the chapter's ``lr``, no warmup, no EMA."""
+        return TrainConfig(**{"steps": self.ae_steps, "lr": self.lr, "ema_decay": None, **overrides})
+
+    def clip_train_config(self, **overrides) -> TrainConfig:
+        """The CLIP pair's :class:`TrainConfig`: ``clip_steps`` at the chapter's ``lr``, no warmup, no EMA."""
+        return TrainConfig(**{"steps": self.clip_steps, "lr": self.lr, "ema_decay": None, **overrides})
+
+    def text_train_config(self, **overrides) -> TrainConfig:
+        """The text-conditioned latent model's :class:`TrainConfig`: the U-Net's, with the text model's budgets."""
+        return self.train_config(**{"steps": self.text_steps, "max_seconds": self.text_max_seconds, **overrides})
+
+
+
+@dataclass(frozen=True)
+class SSLDiffusionConfig(Trains):
+    """Sizes for chapter 11: a DiT (size ``dit`` of :data:`minidiff.nets.dit.DIT_SIZES` with patch ``patch``)
+    trained for ``steps`` by five recipes, each over the ``seeds``, with the feature FID of ``n_eval`` DDIM samples
+    every ``eval_every`` steps. The frozen encoder is a SimCLR ConvNet of width ``ssl_width`` trained ``ssl_steps``;
+    the representation diffusion model (RCG) is an MLP
+    trained ``rdm_steps``; REPA aligns block ``repa_depth`` with weight ``repa_lambda``; the multi-task runs share
+    ``mt_depth`` blocks with an SSL weight going from ``mt_weight_start`` to ``mt_weight_end`` (or fixed at
+    ``mt_fixed_weight``)."""
+
+    _SUMMARY = ("{dataset} | T={T} {schedule} | {dit}/{patch} | {training}, seeds ({seeds}) | FID of {n_eval} samples "
+                "every {eval_every} steps | SimCLR width {ssl_width}, {ssl_steps} steps; RDM {rdm_steps} steps")
+
+    dataset: str = "mnist5k"
+    T: int = 50
+    schedule: str = "cosine"
+    dit: str = "DiT-Tiny"
+    patch: int = 7
+    batch: int = 64
+    steps: int = 300
+    lr: float = 3e-3
+    warmup: int = 20
+    ema_decay: float = 0.99
+    eval_every: int = 100
+    n_eval: int = 100
+    sample_steps: int = 20
+    seeds: tuple[int, ...] = (0,)
+    ssl_width: int = 16
+    ssl_batch: int = 256
+    ssl_steps: int = 60
+    aug_strength: float = 0.5
+    p_uncond: float = 0.1
+    rdm_hidden: int = 128
+    rdm_depth: int = 3
+    rdm_steps: int = 400
+    repa_depth: int = 1
+    repa_lambda: float = 0.5
+    mt_depth: int = 1
+    mt_weight_start: float = 1.0
+    mt_weight_end: float = 0.05
+    mt_fixed_weight: float = 0.5
+
+    def ssl_train_config(self, **overrides) -> TrainConfig:
+        """The frozen encoder's SimCLR pretraining: ``ssl_steps`` at lr 3e-3, warmup 10, no clipping, no EMA."""
+        return TrainConfig(**{"steps": self.ssl_steps, "lr": 3e-3, "warmup": 10, "grad_clip": None,
+                              "ema_decay": None, **overrides})
+
+    def rdm_train_config(self, **overrides) -> TrainConfig:
+        """The representation diffusion model (an MLP): ``rdm_steps`` at lr 2e-3, warmup 20, EMA 0.99."""
+        return TrainConfig(**{"steps": self.rdm_steps, "lr": 2e-3, "warmup": 20, "ema_decay": 0.99, **overrides})
+
+
+
+@dataclass(frozen=True)
+class KernelsChapterConfig(Section):
+    """Chapter 12: shapes for checking the Triton kernels (through the interpreter on CPU, compiled on GPU) and for
+    timing the torch references. ``timing_numel`` are the tensor sizes of the timing sweep, ``reps`` the repeats
+    whose median is reported."""
+
+    _SUMMARY = ("checks on shapes ({check_images}), ({check_tokens}), ({check_groups}) | "
+                "timing sizes ({timing_numel}), median of {reps}")
+
+    check_images: tuple[int, int, int, int] = (4, 1, 28, 28)
+    check_tokens: tuple[int, int, int] = (2, 16, 64)
+    check_groups: tuple[int, int, int, int, int] = (2, 16, 7, 7, 4)
+    timing_numel: tuple[int, ...] = (2 ** 12, 2 ** 16, 2 ** 20, 2 ** 22)
+    reps: int = 20
+
+
+
+@dataclass(frozen=True)
+class Profile:
+    """All sizes for one budget. Immutable: use :func:`dataclasses.replace` to experiment."""
+
+    name: str
+    description: str
+    toy: ToyDiffusionConfig
+    ddpm: ImageDiffusionConfig
+    ssl: SSLConfig = field(default_factory=SSLConfig)
+    rotation: RotationConfig = field(default_factory=RotationConfig)
+    vae: VAEConfig = field(default_factory=VAEConfig)
+    # a T = 1000 linear-schedule DDPM: the discretisation of the VP SDE (beta 0.1..20), used by chapters 05 and 07
+    vp_ddpm: ImageDiffusionConfig = field(default_factory=lambda: ImageDiffusionConfig(T=1000, schedule="linear"))
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    dit: DiTChapterConfig = field(default_factory=DiTChapterConfig)
+    unet: UNetChapterConfig = field(default_factory=UNetChapterConfig)
+    guidance: GuidanceChapterConfig = field(default_factory=GuidanceChapterConfig)
+    ssl_diffusion: SSLDiffusionConfig = field(default_factory=SSLDiffusionConfig)
+    kernels: KernelsChapterConfig = field(default_factory=KernelsChapterConfig)
+    # expected runtime (s) of each chapter on the machine ``runtime_on``; the banner says it in words
+    # (minidiff.config.runtime.runtime_text); chapters in ``runtime_estimates`` were estimated, not measured
+    runtime_s: Mapping[str, float] = field(default_factory=dict)
+    runtime_on: str = "2 CPU cores"
+    runtime_estimates: frozenset = frozenset()
+    # max time (s) a chapter may take in this profile; checked by the notebook tests
+    chapter_budget_s: float = 600.0
+
+    def __post_init__(self):
+        object.__setattr__(self, "runtime_s", MappingProxyType(dict(self.runtime_s)))
+        object.__setattr__(self, "runtime_estimates", frozenset(self.runtime_estimates))
+
+    def summary(self, section: str) -> str:
+        """One line with the sizes a chapter runs with, e.g. ``P.summary("ddpm")`` -> ``ddpm (ci): mnist5k | T=50
+        cosine eps | ...``."""
+        part = getattr(self, section, None)
+        if not hasattr(part, "summary"):
+            raise ValueError(f"profile has no section {section!r}; expected one of "
+                             f"{', '.join(f.name for f in fields(self) if hasattr(getattr(self, f.name), 'summary'))}")
+        return f"{section} ({self.name}): {part.summary()}"
+
+
