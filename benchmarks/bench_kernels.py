@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_kernels.py            # on a CUDA GPU: prints a table, writes JSON
     TRITON_INTERPRET=1 .venv/bin/python benchmarks/bench_kernels.py --smoke   # CPU: runs every path once, tiny sizes
 
-For each kernel and size: the median time over repeated runs (CUDA events, after warm-up), the bytes the operation
+For each kernel and size: the median time over repeated runs (:func:`minidiff.bench.timed`, after warm-up), the bytes the operation
 must move at least (inputs read once, outputs written once), the achieved GB/s and its fraction of the bandwidth of a
 device-to-device copy measured in the same run, and the speed-up over eager and compiled torch. Writes
 ``benchmarks/results/kernels_<device>.json``. The --smoke mode checks the script and the kernels' agreement with the
@@ -16,35 +16,14 @@ import argparse
 import datetime
 import json
 import platform
-import statistics
-import time
 from pathlib import Path
 
 import torch
 
 from minidiff import kernels
 from minidiff.diffusion.schedules import make_schedule
+from minidiff.bench import timed
 from minidiff.kernels import reference
-
-
-def timed(fn, reps: int, warmup: int, cuda: bool) -> float:
-    """Median seconds of ``fn()``."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(reps):
-        if cuda:
-            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            a.record()
-            fn()
-            b.record()
-            torch.cuda.synchronize()
-            times.append(a.elapsed_time(b) / 1e3)
-        else:
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def cases(dev, smoke: bool):
@@ -97,7 +76,7 @@ def main():
     if cuda:
         big = torch.empty(256 * 2 ** 20, device=dev)
         out = torch.empty_like(big)
-        copy_gbs = 2 * big.numel() * 4 / timed(lambda: out.copy_(big), reps, warmup, cuda) / 1e9
+        copy_gbs = 2 * big.numel() * 4 / timed(lambda: out.copy_(big), reps, warmup).median / 1e9
         print(f"device-to-device copy: {copy_gbs:.0f} GB/s ({torch.cuda.get_device_name()})")
     print(f"{'kernel':28s} {'size':22s} {'triton us':>10s} {'GB/s':>7s} {'% copy':>7s} {'eager us':>9s} "
           f"{'compile us':>10s} {'x eager':>8s} {'x compile':>9s}")
@@ -105,9 +84,9 @@ def main():
         a, b = fast(), ref()
         for u, v in zip(a if isinstance(a, tuple) else (a,), b if isinstance(b, tuple) else (b,)):
             torch.testing.assert_close(u, v, rtol=1e-3, atol=1e-4)
-        t_fast = timed(fast, reps, warmup, cuda)
-        t_ref = timed(ref, reps, warmup, cuda)
-        t_comp = timed(torch.compile(ref), reps, warmup, cuda) if cuda else float("nan")
+        t_fast = timed(fast, reps, warmup).median
+        t_ref = timed(ref, reps, warmup).median
+        t_comp = timed(torch.compile(ref), reps, warmup).median if cuda else float("nan")
         gbs = nbytes / t_fast / 1e9
         row = dict(kernel=name, size=size, bytes=nbytes, triton_s=t_fast, eager_s=t_ref, compile_s=t_comp, gb_s=gbs,
                    pct_copy=100 * gbs / copy_gbs if copy_gbs else None, speedup_eager=t_ref / t_fast,

@@ -103,6 +103,7 @@ def resnet18_throughput(device, batch: int = 512, steps: int = 20) -> dict:
     """SimCLR training steps with a CIFAR ResNet-18 on 32x32 views: eager fp32 against channels_last + bf16 + fused."""
     import torch
 
+    from minidiff.bench import timed
     from minidiff.nets import make_encoder
     from minidiff.ssl.simclr import SimCLR
 
@@ -124,14 +125,7 @@ def resnet18_throughput(device, batch: int = 512, steps: int = 20) -> dict:
             loss.backward()
             opt.step()
 
-        for _ in range(3):
-            step()
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            step()
-        torch.cuda.synchronize()
-        res[name] = 2 * batch * steps / (time.perf_counter() - t0)
+        res[name] = 2 * batch / timed(step, reps=1, warmup=3, number=steps).median
         print(f"ResNet-18 SimCLR, {name}: {res[name]:.0f} views/s")
     return res
 

@@ -15,8 +15,8 @@ A training step is: forward on a noisy batch, MSE to a target, backward, optimiz
 * ``minidiff fast + compile`` (``--compile``): the same under ``torch.compile``.
 
 All contenders use the same batch and precision (bf16 autocast on CUDA, fp32 on the CPU). Timing: ``--warmup``
-steps, then the median of ``--repeats`` timings of ``--steps`` steps (CUDA events on the GPU, ``perf_counter``
-otherwise). diffusers is installed into ``benchmarks/.peers`` on first use (see ``time_to_quality.py``).
+steps, then the median of ``--repeats`` timings of ``--steps`` steps (:func:`minidiff.bench.timed`, which
+synchronises the GPU around its clock readings). diffusers is installed into ``benchmarks/.peers`` on first use (see ``time_to_quality.py``).
 Prints a table and writes ``benchmarks/results/train_throughput_<device>.json``.
 """
 
@@ -25,9 +25,7 @@ import contextlib
 import datetime
 import json
 import shlex
-import statistics
 import sys
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -87,24 +85,9 @@ def measure(model, call, batch: int, channels: int, size: int, device, amp, args
         loss.backward()
         opt.step()
 
-    for _ in range(args.warmup):
-        step()
-    times = []
-    for _ in range(args.repeats):
-        if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            for _ in range(args.steps):
-                step()
-            end.record()
-            torch.cuda.synchronize()
-            times.append(start.elapsed_time(end) / 1000)
-        else:
-            t0 = time.perf_counter()
-            for _ in range(args.steps):
-                step()
-            times.append(time.perf_counter() - t0)
-    return batch * args.steps / statistics.median(times)
+    from minidiff.bench import timed
+
+    return batch / timed(step, reps=args.repeats, warmup=args.warmup, number=args.steps).median
 
 
 def main():

@@ -265,12 +265,12 @@ def measure_speed(dev, cpu: bool, reps: int) -> dict:
         for name, size, nbytes, fast, ref in bench.cases(dev, cpu):
             if largest[name][0] != size:
                 continue
-            t_fast = bench.timed(fast, reps, warmup, cuda)
+            t_fast = bench.timed(fast, reps, warmup).median
             buf = torch.empty(nbytes // 2, dtype=torch.uint8, device=dev)   # a clone reads and writes: nbytes moved
-            t_copy = bench.timed(buf.clone, reps, warmup, cuda)
+            t_copy = bench.timed(buf.clone, reps, warmup).median
             del buf
-            t_eager = bench.timed(ref, reps, warmup, cuda)
-            t_comp = bench.timed(torch.compile(ref), reps, warmup, cuda) if cuda else None
+            t_eager = bench.timed(ref, reps, warmup).median
+            t_comp = bench.timed(torch.compile(ref), reps, warmup).median if cuda else None
             rows.append({"kernel": name, "size": size, "bytes": nbytes, "triton_s": t_fast, "copy_s": t_copy,
                          "eager_s": t_eager, "compile_s": t_comp, "gb_s": nbytes / t_fast / 1e9,
                          "pct_copy": 100 * t_copy / t_fast, "speedup_eager": t_eager / t_fast,
