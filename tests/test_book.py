@@ -48,12 +48,24 @@ def test_notebook_is_stripped_and_starts_with_the_setup_cell(nb_path):
     assert nb.metadata.get("accelerator") == "GPU" and nb.metadata["colab"]["gpuType"], "ask Colab for a GPU runtime"
 
 
+RUNTIME_ROW = re.compile(r"^\|\s*`(ci|cpu|gpu)`\s*\|[^|]*\|\s*about ([\d.]+) (s|min)\b")
+
+
 @pytest.mark.parametrize("nb_path", CHAPTERS, ids=lambda p: p.name)
 def test_notebook_states_runtime_per_profile_and_has_exercises(nb_path):
+    """The runtime table at the top of each chapter agrees with the profiles' ``runtime_s`` (what the banner says):
+    the same number to within 30% (ci runs, well under a minute, vary with the machine's load)."""
+    from minidiff import config
+
     nb = nbformat.read(nb_path, as_version=4)
     text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
-    for profile in ("`ci`", "`cpu`", "`gpu`"):
-        assert profile in text, f"runtime for {profile} not stated"
+    stated = {m[1]: float(m[2]) * (60 if m[3] == "min" else 1)
+              for m in map(RUNTIME_ROW.match, text.splitlines()) if m}
+    assert sorted(stated) == ["ci", "cpu", "gpu"], f"runtime not stated for every profile: {sorted(stated)}"
+    for name, seconds in stated.items():
+        expected = config.get_profile(name).runtime_s[nb_path.stem]
+        assert expected / 1.3 <= seconds <= expected * 1.3, \
+            f"{name}: the chapter says {seconds:g} s, the profile {expected:g} s"
     assert len(re.findall(r"Exercise \d", text)) >= 3
     assert sum("hide-input" in c.metadata.get("tags", []) for c in nb.cells if c.cell_type == "code") >= 3
 
