@@ -3,7 +3,8 @@
 Checkpoints (:mod:`minidiff.train`) let an interrupted training run resume. This module keeps what comes *after*
 training, so that "Run all" after a runtime reset reuses it instead of computing it again::
 
-    results = config.cached("08_unet/ablation-full-seed0", lambda: run_variant("full"), config=C8)
+    from minidiff.cache import cached
+    results = cached("08_unet/ablation-full-seed0", lambda: run_variant("full"), config=C8)
 
 - **Where.** Next to the checkpoints: ``<root>/<profile>/<key>.cache-<hash>.pt`` with the root of
   :func:`minidiff.config.checkpoint_dir` (``runs/``, a folder you set, or Google Drive after
@@ -45,6 +46,9 @@ from typing import Any, Callable, Mapping
 
 import torch
 from torch import nn
+
+from .checkpoint import _rng_state, _set_rng_state, save_checkpoint
+from .config.runtime import checkpoint_dir
 
 FORMAT = 1
 _KEY_PART = re.compile(r"^[A-Za-z0-9_.+=,-]+$")
@@ -102,8 +106,6 @@ def _config_text(config) -> str:
 
 def cache_path(key: str, config=None) -> Path | None:
     """The file that holds ``key`` built with ``config``, or None when caching is off (see the module docstring)."""
-    from .config import checkpoint_dir
-
     run = checkpoint_dir(_check_key(key))
     if run is None:
         return None
@@ -162,8 +164,6 @@ def _state_mismatch(stored: dict, modules: dict[str, nn.Module]) -> str | None:
 
 
 def _restore_rng(state: dict) -> None:
-    from .checkpoint import _set_rng_state
-
     state = dict(state)
     cuda = state.pop("cuda", None)
     _set_rng_state(state)
@@ -220,8 +220,6 @@ def cached(key: str, build_fn: Callable[[], Any], *, config=None, model=None, ma
     _check_value(value)
     if path is None:
         return value
-    from .checkpoint import _rng_state, save_checkpoint
-
     entry = {"format": FORMAT, "key": key, "config": text, "value": value,
              "modules": {n: {k: t.detach().cpu() for k, t in m.state_dict().items()} for n, m in modules.items()},
              "training": {n: m.training for n, m in modules.items()}, "rng": _rng_state()}

@@ -1,5 +1,5 @@
-"""config.cached: finished artifacts built once, reused, rebuilt when their config changes; off where checkpoints
-are off; atomic writes; corrupted or pickled files refused with a warning and rebuilt; clear errors."""
+"""minidiff.cache.cached: finished artifacts built once, reused, rebuilt when their config changes; off where
+checkpoints are off; atomic writes; corrupted or pickled files refused with a warning and rebuilt; clear errors."""
 
 import os
 import random
@@ -51,22 +51,22 @@ def _same(a, b):
 
 def test_builds_once_then_reuses(on, capsys):
     build = Counter(VALUE)
-    first = config.cached("08_unet/sweep", build, config=Sizes())
-    second = config.cached("08_unet/sweep", build, config=Sizes())
+    first = cache.cached("08_unet/sweep", build, config=Sizes())
+    second = cache.cached("08_unet/sweep", build, config=Sizes())
     assert build.calls == 1
     assert _same(first, VALUE) and _same(second, VALUE)
-    path = config.cache_path("08_unet/sweep", Sizes())
+    path = cache.cache_path("08_unet/sweep", Sizes())
     assert path.exists() and path.parent == on / "cpu" / "08_unet" and path.name.startswith("sweep.cache-")
     assert str(path) in capsys.readouterr().out          # a hit says where the result came from
 
 
 def test_changed_config_builds_again(on):
     build = Counter({"a": 1})
-    config.cached("k/x", build, config=Sizes())
-    config.cached("k/x", build, config=Sizes(steps=11))
-    config.cached("k/x", build, config={"steps": 10})
+    cache.cached("k/x", build, config=Sizes())
+    cache.cached("k/x", build, config=Sizes(steps=11))
+    cache.cached("k/x", build, config={"steps": 10})
     assert build.calls == 3
-    config.cached("k/x", build, config=Sizes())            # the first config's entry is still there
+    cache.cached("k/x", build, config=Sizes())            # the first config's entry is still there
     assert build.calls == 3
     assert cache.config_hash({"a": 1, "b": (2, 3)}) == cache.config_hash({"b": [2, 3], "a": 1})   # canonical JSON
     assert cache.config_hash(Sizes()) != cache.config_hash(Sizes(scales=(0.0, 1.0)))
@@ -83,11 +83,11 @@ def test_off_in_ci_and_for_the_website(monkeypatch, tmp_path, env):
     build = Counter({"a": torch.zeros(2)})
     net = torch.nn.Linear(2, 2)
     for _ in range(2):
-        config.cached("08_unet/sweep", build, config=Sizes(), model=net)
-    assert build.calls == 2 and config.cache_path("08_unet/sweep") is None
+        cache.cached("08_unet/sweep", build, config=Sizes(), model=net)
+    assert build.calls == 2 and cache.cache_path("08_unet/sweep") is None
     assert list(tmp_path.rglob("*")) == []
     with pytest.raises(TypeError, match="value\\['m'\\] is a Linear module"):   # values are checked even when off
-        config.cached("08_unet/sweep", lambda: {"m": net})
+        cache.cached("08_unet/sweep", lambda: {"m": net})
 
 
 def test_model_weights_stored_and_loaded_back(on):
@@ -103,18 +103,18 @@ def test_model_weights_stored_and_loaded_back(on):
         return {"loss": 0.25}
 
     net = make()
-    assert config.cached("09_dit/run", train_it, config=Sizes(), model=net) == {"loss": 0.25}
+    assert cache.cached("09_dit/run", train_it, config=Sizes(), model=net) == {"loss": 0.25}
     trained = {k: v.clone() for k, v in net.state_dict().items()}
     net = make()
     assert not torch.equal(net[0].weight, trained["0.weight"]) and net.training
-    assert config.cached("09_dit/run", lambda: pytest.fail("rebuilt"), config=Sizes(), model=net) == {"loss": 0.25}
+    assert cache.cached("09_dit/run", lambda: pytest.fail("rebuilt"), config=Sizes(), model=net) == {"loss": 0.25}
     assert all(torch.equal(net.state_dict()[k], v) for k, v in trained.items()) and not net.training
 
     other = torch.nn.Linear(3, 5)                          # another architecture: warned, rebuilt, left untouched
     before = other.weight.clone()
     build = Counter({"loss": 0.5})
     with pytest.warns(UserWarning, match="holds the modules|other parameters|shape"):
-        config.cached("09_dit/run", build, config=Sizes(), model={"net": other})
+        cache.cached("09_dit/run", build, config=Sizes(), model={"net": other})
     assert build.calls == 1 and torch.equal(other.weight, before)
 
 
@@ -124,10 +124,10 @@ def test_random_state_after_a_hit_is_the_one_after_the_build(on):
         return {"ok": True}
 
     torch.manual_seed(1), np.random.seed(1), random.seed(1)
-    config.cached("k/rng", build)
+    cache.cached("k/rng", build)
     after_build = torch.randn(3), np.random.rand(2), random.random()
     torch.manual_seed(7), np.random.seed(7), random.seed(7)
-    config.cached("k/rng", build)
+    cache.cached("k/rng", build)
     after_hit = torch.randn(3), np.random.rand(2), random.random()
     assert torch.equal(after_build[0], after_hit[0]) and np.array_equal(after_build[1], after_hit[1])
     assert after_build[2] == after_hit[2]
@@ -138,7 +138,7 @@ def test_no_partial_file_when_build_or_write_fails(on, monkeypatch):
         raise RuntimeError("build failed")
 
     with pytest.raises(RuntimeError, match="build failed"):
-        config.cached("08_unet/sweep", boom)
+        cache.cached("08_unet/sweep", boom)
     assert list(on.rglob("*.pt")) == [] and list(on.rglob("*.tmp")) == []
 
     real_save = torch.save
@@ -150,33 +150,33 @@ def test_no_partial_file_when_build_or_write_fails(on, monkeypatch):
     monkeypatch.setattr(torch, "save", half_save)
     build = Counter({"x": torch.ones(3)})
     with pytest.warns(UserWarning, match="could not write cache file .*No space left"):
-        value = config.cached("08_unet/sweep", build)
+        value = cache.cached("08_unet/sweep", build)
     assert torch.equal(value["x"], torch.ones(3))          # the computed value is not lost
     assert [p for p in on.rglob("*") if p.is_file()] == []   # neither the target nor the temp file is left
     monkeypatch.setattr(torch, "save", real_save)
-    config.cached("08_unet/sweep", build)
-    config.cached("08_unet/sweep", build)
+    cache.cached("08_unet/sweep", build)
+    cache.cached("08_unet/sweep", build)
     assert build.calls == 2
 
 
 def test_corrupted_file_is_rebuilt_with_a_warning(on):
     build = Counter({"x": torch.arange(100.0)})
-    config.cached("10_latent_and_guidance/sweep", build, config=Sizes())
-    path = config.cache_path("10_latent_and_guidance/sweep", Sizes())
+    cache.cached("10_latent_and_guidance/sweep", build, config=Sizes())
+    path = cache.cache_path("10_latent_and_guidance/sweep", Sizes())
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])     # truncated, as by a lost connection
     with pytest.warns(UserWarning, match=f"cache file {path} is not used: it is unreadable"):
-        value = config.cached("10_latent_and_guidance/sweep", build, config=Sizes())
+        value = cache.cached("10_latent_and_guidance/sweep", build, config=Sizes())
     assert build.calls == 2 and torch.equal(value["x"], torch.arange(100.0))
-    config.cached("10_latent_and_guidance/sweep", build, config=Sizes())  # rewritten: a hit again
+    cache.cached("10_latent_and_guidance/sweep", build, config=Sizes())  # rewritten: a hit again
     assert build.calls == 2
 
 
 def test_file_of_another_config_at_the_path_is_not_used(on):
-    config.cached("k/a", Counter({"v": 1}), config={"n": 1})
-    src, dst = config.cache_path("k/a", {"n": 1}), config.cache_path("k/a", {"n": 2})
+    cache.cached("k/a", Counter({"v": 1}), config={"n": 1})
+    src, dst = cache.cache_path("k/a", {"n": 1}), cache.cache_path("k/a", {"n": 2})
     dst.write_bytes(src.read_bytes())
     with pytest.warns(UserWarning, match="another key or config"):
-        assert config.cached("k/a", Counter({"v": 2}), config={"n": 2}) == {"v": 2}
+        assert cache.cached("k/a", Counter({"v": 2}), config={"n": 2}) == {"v": 2}
 
 
 _executed = []
@@ -188,13 +188,13 @@ class Payload:
 
 
 def test_pickled_object_is_refused_not_run(on):
-    path = config.cache_path("11_ssl_meets_diffusion/runs")
+    path = cache.cache_path("11_ssl_meets_diffusion/runs")
     path.parent.mkdir(parents=True)
     torch.save({"format": cache.FORMAT, "key": "11_ssl_meets_diffusion/runs", "config": "null", "value": Payload()},
                path)
     build = Counter({"safe": 1})
     with pytest.warns(UserWarning, match="unreadable"):
-        assert config.cached("11_ssl_meets_diffusion/runs", build) == {"safe": 1}
+        assert cache.cached("11_ssl_meets_diffusion/runs", build) == {"safe": 1}
     assert _executed == [] and build.calls == 1
 
 
@@ -207,7 +207,7 @@ def test_pickled_object_is_refused_not_run(on):
 ])
 def test_values_that_cannot_be_stored_are_a_clear_type_error(on, value, match):
     with pytest.raises(TypeError, match=match):
-        config.cached("k/bad", lambda: value)
+        cache.cached("k/bad", lambda: value)
     assert list(on.rglob("*.pt")) == []
 
 
@@ -215,19 +215,21 @@ def test_values_that_cannot_be_stored_are_a_clear_type_error(on, value, match):
                                  "a\\b", 3, None])
 def test_bad_key_is_a_value_error(on, key):
     with pytest.raises(ValueError, match="cache key"):
-        config.cached(key, lambda: 1)
+        cache.cached(key, lambda: 1)
     assert not any(on.iterdir())
 
 
 def test_other_bad_arguments(on):
     with pytest.raises(TypeError, match="build_fn must be a function"):
-        config.cached("k/a", {"not": "callable"})
+        cache.cached("k/a", {"not": "callable"})
     with pytest.raises(TypeError, match="model must be an nn.Module"):
-        config.cached("k/a", lambda: 1, model=[torch.nn.Linear(1, 1)])
+        cache.cached("k/a", lambda: 1, model=[torch.nn.Linear(1, 1)])
     with pytest.raises(TypeError, match=r"config\['t'\] is a Tensor"):
-        config.cached("k/a", lambda: 1, config={"t": torch.zeros(1)})
+        cache.cached("k/a", lambda: 1, config={"t": torch.zeros(1)})
 
 
-def test_reexported_from_config():
-    assert config.cached is cache.cached and config.cache_path is cache.cache_path
+def test_lives_above_config_not_in_it():
+    """The cache stands on config (checkpoint folders) and on the checkpoint writer; config does not re-export it,
+    which would be an import cycle (tests/test_imports.py): chapters call minidiff.cache.cached."""
+    assert not hasattr(config, "cached") and not hasattr(config, "cache_path")
     assert os.path.basename(cache.__file__) == "cache.py"

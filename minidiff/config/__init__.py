@@ -17,7 +17,6 @@ Chapters use them through this package::
     cfg = P.ddpm.train_config(desc="DDPM", ckpt_dir=config.checkpoint_dir("04_ddpm/unet"))
 """
 
-from ..cache import cache_path, cached  # noqa: F401  (config.cached(...): finished artifacts, see minidiff/cache.py)
 from .profiles import CI, CPU, GPU, PROFILES, derive, with_overrides  # noqa: F401
 from .runtime import (CHECKPOINT_ENV, DEVICE_ENV, PROFILE_ENV, SMOKE_ENV, SMOKE_FIELDS, SMOKE_MAX_SECONDS,  # noqa: F401
                       banner, chapter_runtime, checkpoint_dir, device, get_profile, profile_name, runtime_text,
