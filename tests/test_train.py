@@ -180,6 +180,138 @@ def test_nan_loss_stops_with_clear_message_and_keeps_last_checkpoint(tmp_path):
     assert load_checkpoint(tmp_path / "ckpt_00000010.pt")["step"] == 10
 
 
+def _snapshot(model, opt, ema):
+    return ({k: v.clone() for k, v in model.state_dict().items()},
+            {k: v.clone() for k, v in ema.model.state_dict().items()},
+            {i: {k: v.clone() for k, v in opt.state[p].items()} for i, p in enumerate(model.parameters())})
+
+
+def _assert_same(a, b):
+    (ma, ea, oa), (mb, eb, ob) = a, b
+    assert ma.keys() == mb.keys() and ea.keys() == eb.keys() and oa.keys() == ob.keys()
+    for k in ma:
+        assert torch.equal(ma[k], mb[k]), f"weights changed: {k}"
+    for k in ea:
+        assert torch.equal(ea[k], eb[k]), f"EMA changed: {k}"
+    for i in oa:
+        for k in oa[i]:
+            assert torch.equal(torch.as_tensor(oa[i][k]), torch.as_tensor(ob[i][k])), f"optimizer state changed: {k}"
+
+
+@pytest.mark.parametrize("where", ["loss", "gradient"])
+@pytest.mark.parametrize("grad_clip", [1.0, None])
+def test_nan_guard_stops_before_the_bad_update(where, grad_clip, monkeypatch):
+    """A nan loss (or a finite loss with a nan gradient) at step 7 raises TrainingDiverged naming step 7, and leaves
+    weights, optimizer state (moments and step counts) and EMA exactly as they were after the 7 steps before it."""
+    from minidiff.train import EMA
+
+    emas, snaps, calls = [], {}, {"n": 0}
+    make_ema = EMA.__init__
+
+    def remember_ema(self, *a, **k):       # catches the EMA that train() makes, to compare its state
+        make_ema(self, *a, **k)
+        emas.append(self)
+
+    monkeypatch.setattr(EMA, "__init__", remember_ema)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    x = torch.randn(32, 3)
+
+    def loss_fn(m, b):
+        calls["n"] += 1
+        out = m(b)
+        if calls["n"] == 8:                # the 8th loss: step 7 counting from 0, after 7 steps done
+            if where == "loss":
+                return out.pow(2).mean() * float("nan")
+            out.register_hook(lambda g: torch.full_like(g, float("nan")))
+        return out.pow(2).mean()
+
+    def after_step(step, loss):
+        snaps[step] = _snapshot(model, opt, emas[0])
+
+    c = TrainConfig(steps=20, lr=1e-2, ema_decay=0.9, grad_clip=grad_clip, progress=False)
+    with pytest.raises(TrainingDiverged, match=rf"{where}( norm)? became nan at step 7;.*after the 7 steps done") as e:
+        train(model, loss_fn, iter(lambda: x, None), c, optimizer=opt, callback=after_step)
+    assert "no checkpoint was written yet" in str(e.value)
+    assert sorted(snaps) == list(range(1, 8))           # the callback counts steps done: 1..7
+    _assert_same(snaps[7], _snapshot(model, opt, emas[0]))
+    assert int(opt.state[model[0].weight]["step"]) == 7 and emas[0].updates == 7
+    assert all(p.grad is None or p.grad.isfinite().all() for p in model.parameters())   # no nan gradient is left
+
+
+def test_seed_seeds_a_fresh_run_and_a_resume_restores_the_checkpoint_rngs(tmp_path):
+    """TrainConfig.seed does what its comment says: a fresh run starts from the RNG states of
+    config.seed_everything(seed) (Python, NumPy, torch), whatever the caller's states were; seed=None leaves the
+    caller's states as they are; a resumed run restores the states saved in its checkpoint instead of seeding again."""
+    import random
+
+    import numpy as np
+
+    from minidiff import config
+
+    draws = []
+
+    def draw():
+        return torch.rand(()).item(), float(np.random.rand()), random.random()
+
+    def loss_fn(m, b):
+        draws.append(draw())
+        return m(b).pow(2).mean()
+
+    x = torch.randn(8, 2)
+
+    def run(seed, steps=6, **kw):
+        model = torch.nn.Linear(2, 1)          # built before train: its init draws from the caller's RNG
+        draws.clear()
+        train(model, loss_fn, iter(lambda: x, None),
+              TrainConfig(steps=steps, seed=seed, ema_decay=None, progress=False, **kw))
+        return list(draws)
+
+    config.seed_everything(5)
+    expected = [draw() for _ in range(6)]
+    config.seed_everything(123)
+    assert run(5) == expected
+    config.seed_everything(77)
+    assert run(5) == expected                   # the caller's RNG state does not matter
+    config.seed_everything(11)
+    torch.nn.Linear(2, 1)
+    own = [draw() for _ in range(6)]
+    config.seed_everything(11)
+    assert run(None) == own                     # None: train draws from the caller's states, untouched
+
+    ckpt = dict(ckpt_dir=tmp_path, ckpt_every=3)
+    with pytest.raises(Interrupt):
+        train(torch.nn.Linear(2, 1), loss_fn, iter(lambda: x, None),
+              TrainConfig(steps=6, seed=5, ema_decay=None, progress=False, **ckpt), callback=_interrupt_at(4))
+    config.seed_everything(99)
+    assert run(5, **ckpt) == expected[3:]       # resumed after step 3: the saved states, not a fresh seed
+
+
+def test_clock_counts_from_the_saved_time_and_stands_still_while_paused():
+    import time as _time
+
+    from minidiff.train import Clock
+
+    clock = Clock(10.0)                         # 10 s of training before this call (from a checkpoint)
+    assert clock.elapsed() == 10.0              # not started: stands still
+    clock.start()
+    _time.sleep(0.05)
+    with clock.paused():
+        at_pause = clock.elapsed()
+        _time.sleep(0.2)
+        assert clock.elapsed() == at_pause      # paused: evaluation and checkpoint writes are not training time
+    _time.sleep(0.05)
+    clock.stop()
+    total = clock.elapsed()
+    assert 10.1 <= total < 10.25 and 10.05 <= at_pause < total
+    _time.sleep(0.05)
+    assert clock.elapsed() == total             # stopped
+    with clock.paused():                        # pausing a stopped clock does not start it
+        pass
+    assert clock.elapsed() == total
+
+
 def test_wall_clock_budget():
     model, loss_fn, sampler = toy_setup()
     r = train(model, loss_fn, sampler, cfg(steps=10**6, max_seconds=0.5))
