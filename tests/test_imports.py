@@ -98,7 +98,9 @@ def imports_of(name: str, path: Path, modules, top: str = "minidiff"):
 
 def import_graph(pkg: Path = PKG):
     """``(graph, external, files)``: ``graph[a][b]`` is the first line of ``a`` that imports ``b`` (both modules of
-    the package), ``external[a]`` the ``{package: line}`` of the other packages ``a`` imports."""
+    the package; importing ``minidiff.nets.dit`` from outside ``nets`` imports ``minidiff.nets`` as well, since
+    Python runs the package's ``__init__`` first), ``external[a]`` the ``{package: line}`` of the other packages ``a``
+    imports."""
     files = module_files(pkg)
     top = pkg.name
     graph, external = {}, {}
@@ -108,6 +110,14 @@ def import_graph(pkg: Path = PKG):
             bucket = graph[name] if kind == "internal" else external[name]
             if target != name:
                 bucket.setdefault(target, line)
+            if kind == "internal":
+                # importing minidiff.nets.dit first runs minidiff/nets/__init__.py: from outside that package, an
+                # import of one of its modules is an import of the package too
+                parts = target.split(".")
+                for i in range(2, len(parts)):
+                    pkg_name = ".".join(parts[:i])
+                    if not (name == pkg_name or name.startswith(pkg_name + ".")):
+                        bucket.setdefault(pkg_name, line)
     return graph, external, files
 
 
@@ -254,6 +264,20 @@ def test_the_checks_can_fail(tmp_path):
     assert "the math imports the training loop" in problems
     assert "plotting package matplotlib" in problems
     assert "minidiff.extra" in problems and "in no layer" in problems
+
+
+def test_a_cycle_through_a_package_init_is_found(tmp_path):
+    """recipes imports nets.dit, which runs nets/__init__.py, which imports nets.mlp, which imports recipes inside a
+    function: Python would only fail on it in some import orders; the graph always sees it."""
+    files = {"__init__.py": "", "recipes.py": "from .nets.dit import DiT\n", "nets/__init__.py": "from . import mlp\n",
+             "nets/dit.py": "DiT = 1\n", "nets/mlp.py": "def f():\n    from ..recipes import train_ddpm\n"}
+    for name, text in files.items():
+        (tmp_path / "minidiff" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "minidiff" / name).write_text(text)
+    g, _, _ = import_graph(tmp_path / "minidiff")
+    assert g["minidiff.recipes"] == {"minidiff.nets.dit": 1, "minidiff.nets": 1}
+    assert find_cycle(g) == ["minidiff.nets", "minidiff.nets.mlp", "minidiff.recipes", "minidiff.nets"]
+    assert find_cycle(component_graph(g)) == ["nets", "recipes", "nets"]
 
 
 _IMPORT_EACH = r"""
