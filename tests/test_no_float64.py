@@ -139,9 +139,9 @@ def test_sde_samplers(device, sde):
     score = lambda x, t: -net(x, t)                       # a float32 score network s(x, t), t float in [eps, 1]
     n = SHAPE
     samplers = {
-        "euler_maruyama": lambda: S.euler_maruyama(sde, score, SHAPE, n_steps=8, device=device, generator=gen()),
-        "pc_sample": lambda: S.pc_sample(sde, score, SHAPE, n_steps=4, device=device, generator=gen()),
-        **{f"ode_sample({m})": (lambda m=m: S.ode_sample(sde, score, SHAPE, n_steps=4, method=m, device=device,
+        "euler_maruyama": lambda: S.euler_maruyama(score, sde, SHAPE, steps=8, device=device, generator=gen()),
+        "pc_sample": lambda: S.pc_sample(score, sde, SHAPE, steps=4, device=device, generator=gen()),
+        **{f"ode_sample({m})": (lambda m=m: S.ode_sample(score, sde, SHAPE, steps=4, method=m, device=device,
                                                          generator=gen())) for m in S.ODE_EVALS},
     }
     for name, fn in samplers.items():
@@ -154,8 +154,8 @@ def test_sde_samplers_with_a_ddpm_network(device):
     sched = make_schedule("linear", 100).to(device)
     sde = S.VPSDE(beta_min=0.1, beta_max=20.0, N=100)
     score = S.score_from_eps_model(TinyNet().to(device), sched, clip_x0=True)
-    for fn in (lambda: S.euler_maruyama(sde, score, SHAPE, n_steps=8, device=device, generator=gen()),
-               lambda: S.ode_sample(sde, score, SHAPE, n_steps=4, method="heun", device=device, generator=gen())):
+    for fn in (lambda: S.euler_maruyama(score, sde, SHAPE, steps=8, device=device, generator=gen()),
+               lambda: S.ode_sample(score, sde, SHAPE, steps=4, method="heun", device=device, generator=gen())):
         out, hits = run_spied(fn, SHAPE)
         assert_float32_without_float64(out, hits, "SDE sampler on score_from_eps_model")
 
@@ -177,8 +177,8 @@ def test_langevin_and_annealed_langevin(device):
     out, hits = run_spied(lambda: sc.langevin(lambda y: -net(y, torch.zeros(y.shape[0], device=device)), x, 1e-3, 5,
                                               generator=gen()), n)
     assert_float32_without_float64(out, hits, "langevin")
-    out, hits = run_spied(lambda: sc.annealed_langevin(lambda y, s: -net(y, s) / s.view(-1, 1, 1, 1), x, sigmas,
-                                                       n_steps_each=3, generator=gen()), n)
+    out, hits = run_spied(lambda: sc.annealed_langevin(lambda y, s: -net(y, s) / s.view(-1, 1, 1, 1), sigmas, x.shape,
+                                                       x_T=x, steps=3, generator=gen()), n)
     assert_float32_without_float64(out, hits, "annealed_langevin")
 
 

@@ -65,7 +65,7 @@ def test_marginals_match_a_simulated_forward_sde(sde):
 
 @pytest.mark.parametrize("sde", SDES, ids=IDS)
 def test_reverse_sde_euler_maruyama_recovers_gaussian_data(sde):
-    x = S.euler_maruyama(sde, gaussian_score(sde), (N, 1), n_steps=1000, generator=torch.Generator().manual_seed(1),
+    x = S.euler_maruyama(gaussian_score(sde), sde, (N, 1), steps=1000, generator=torch.Generator().manual_seed(1),
                          x_T=exact_prior(sde, N, 1))
     assert abs(x.mean() - MU) < tol_mean() + 0.01
     assert abs(x.var() - SD ** 2) < tol_var() + 0.01
@@ -73,14 +73,14 @@ def test_reverse_sde_euler_maruyama_recovers_gaussian_data(sde):
 
 @pytest.mark.parametrize("sde", SDES, ids=IDS)
 def test_probability_flow_ode_recovers_gaussian_data(sde):
-    x = S.ode_sample(sde, gaussian_score(sde), (N, 1), n_steps=100, method="rk4", x_T=exact_prior(sde, N, 2))
+    x = S.ode_sample(gaussian_score(sde), sde, (N, 1), steps=100, method="rk4", x_T=exact_prior(sde, N, 2))
     assert abs(x.mean() - MU) < tol_mean()
     assert abs(x.var() - SD ** 2) < tol_var()
 
 
 @pytest.mark.parametrize("sde", SDES, ids=IDS)
 def test_predictor_corrector_recovers_gaussian_data(sde):
-    x = S.pc_sample(sde, gaussian_score(sde), (N, 1), n_steps=300, snr=0.16,
+    x = S.pc_sample(gaussian_score(sde), sde, (N, 1), steps=300, snr=0.16,
                     generator=torch.Generator().manual_seed(3), x_T=exact_prior(sde, N, 3))
     assert abs(x.mean() - MU) < tol_mean() + 0.01
     assert abs(x.var() - SD ** 2) < tol_var() + 0.01
@@ -151,7 +151,7 @@ def test_sde_bad_inputs():
     with pytest.raises(ValueError, match="beta_min < beta_max"):
         S.VPSDE(20.0, 0.1)
     with pytest.raises(ValueError, match="method"):
-        S.ode_sample(vp, gaussian_score(vp), (2, 1), method="midpoint")
+        S.ode_sample(gaussian_score(vp), vp, (2, 1), method="midpoint")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -294,12 +294,13 @@ def test_langevin_samples_a_gaussian_with_the_known_ula_bias():
 def test_annealed_langevin_recovers_gaussian_data():
     sigmas = sc.geometric_sigmas(5.0, 0.01, 10)
     score = lambda x, s: -(x - MU) / (SD ** 2 + s.view(-1, 1) ** 2)
-    x = sc.annealed_langevin(score, 5.0 * torch.randn(N, 1, generator=torch.Generator().manual_seed(10)), sigmas,
-                             eps=2e-5, n_steps_each=200, generator=torch.Generator().manual_seed(11), denoise=False)
+    start = 5.0 * torch.randn(N, 1, generator=torch.Generator().manual_seed(10))
+    x = sc.annealed_langevin(score, sigmas, (N, 1), x_T=start, eps=2e-5, steps=200,
+                             generator=torch.Generator().manual_seed(11), denoise=False)
     assert abs(x.mean() - MU) < tol_mean() + 0.01
     assert abs(x.var() - SD ** 2) < tol_var() + 0.01
     with pytest.raises(ValueError, match="decreasing"):
-        sc.annealed_langevin(score, x, sigmas.flip(0))
+        sc.annealed_langevin(score, sigmas.flip(0), x.shape, x_T=x)
 
 
 def test_mixture_responsibilities_and_component_stds():

@@ -28,9 +28,10 @@ from typing import Callable
 
 import torch
 
+from .. import kernels
 from .._checks import check_same_shape, check_tensor
 from .._progress import tqdm
-from .ddpm import _check_prediction, _check_schedule, predict_x0_eps
+from .ddpm import _check_prediction, _check_schedule, _check_shape, _check_start, _model_device, predict_x0_eps
 from .schedules import NoiseSchedule
 
 SPACINGS = ("uniform", "quadratic")
@@ -92,8 +93,6 @@ def ddim_step(schedule: NoiseSchedule, eps: torch.Tensor, x_t: torch.Tensor, t, 
     s = _as_steps(t_prev, B, schedule.T, "t_prev", True, x_t.device)
     if (s >= t).any():
         raise ValueError("t_prev must be smaller than t (sampling goes backwards in time)")
-    from .. import kernels
-
     if kernels.uses_triton(x_t):   # the same step, fused into one pass over memory (minidiff.kernels)
         if eta > 0 and noise is None:
             noise = torch.randn_like(x_t)
@@ -140,30 +139,19 @@ def timesteps(T: int, n: int, spacing: str = "uniform") -> torch.Tensor:
     return torch.tensor(steps)
 
 
-def _model_device(model, device):
-    if device is not None:
-        return torch.device(device)
-    try:
-        return next(model.parameters()).device  # type: ignore[attr-defined]
-    except (AttributeError, StopIteration):
-        return torch.device("cpu")
-
-
 def _sampler_setup(model, schedule: NoiseSchedule, shape, steps: int, spacing: str, prediction: str, x_T, device,
                    generator):
     """What every sampler on a sub-sequence needs: checks, the device, a noise source on the generator's device, the
     start x_T, and the ``(t, t_prev)`` pairs from ``T-1`` down to ``(t_0, -1)``."""
     _check_schedule(schedule)
     _check_prediction(prediction)
-    device = _model_device(model, device)
-    if x_T is not None:
-        check_tensor(x_T, "x_T", floating=True)
-        if tuple(x_T.shape) != tuple(shape):
-            raise ValueError(f"x_T must have shape {tuple(shape)}, got {tuple(x_T.shape)}")
+    shape = _check_shape(shape)
+    _check_start(x_T, shape)
+    device = _model_device(model, device, x_T)
     gen_device = generator.device if generator is not None else device
 
     def randn():
-        return torch.randn(tuple(shape), generator=generator, device=gen_device).to(device)
+        return torch.randn(shape, generator=generator, device=gen_device).to(device)
 
     x = x_T.to(device) if x_T is not None else randn()
     seq = timesteps(schedule.T, steps, spacing).tolist()
@@ -172,13 +160,14 @@ def _sampler_setup(model, schedule: NoiseSchedule, shape, steps: int, spacing: s
 
 
 @torch.no_grad()
-def ddim_sample(model: Callable, schedule: NoiseSchedule, shape: tuple[int, ...], steps: int = 50,
-                spacing: str = "uniform", eta: float = 0.0, prediction: str = "eps", x_T: torch.Tensor | None = None,
-                device=None, generator: torch.Generator | None = None, clip_x0: bool = False,
-                return_trajectory: bool = False, progress: bool = True, model_kwargs: dict | None = None):
+def ddim_sample(model: Callable, schedule: NoiseSchedule, shape: tuple[int, ...], *, steps: int = 50,
+                spacing: str = "uniform", eta: float = 0.0, prediction: str = "eps", clip_x0: bool = False,
+                x_T: torch.Tensor | None = None, generator: torch.Generator | None = None,
+                model_kwargs: dict | None = None, return_trajectory: bool = False, progress: bool = True, device=None):
     """Sample with :func:`ddim_step` on ``timesteps(T, steps, spacing)``: ``steps`` network calls. Starts from
     ``x_T`` when given (e.g. from :func:`ddim_encode`), else from N(0, I). Returns the samples, or
-    ``(samples, trajectory)`` with a list of ``(t, x_t)`` on the CPU."""
+    ``(samples, trajectory)`` with a list of ``(t, x_t)`` on the CPU. The common arguments are those of
+    :data:`minidiff.diffusion.ddpm.SAMPLER_ARGS`."""
     device, randn, x, pairs = _sampler_setup(model, schedule, shape, steps, spacing, prediction, x_T, device, generator)
     traj = [(schedule.T, x.cpu())] if return_trajectory else None
     B = shape[0]

@@ -21,9 +21,10 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from .._progress import tqdm
 
+from .. import kernels
 from .._checks import check_same_shape, check_tensor, check_timesteps
+from .._progress import tqdm
 from .schedules import NoiseSchedule
 
 PREDICTIONS = ("eps", "x0", "v")
@@ -134,8 +135,6 @@ def p_sample_step(schedule: NoiseSchedule, model_output: torch.Tensor, x_t: torc
         noise = torch.randn_like(x_t)
     else:
         check_same_shape(noise, x_t, "noise", "x_t")
-    from .. import kernels
-
     if kernels.uses_triton(x_t):   # the same step, fused into one pass over memory (minidiff.kernels)
         return kernels.sampler_update(x_t, model_output, kernels.ddpm_coefficients(schedule, t, prediction), noise,
                                       clip_x0)
@@ -148,35 +147,77 @@ def p_sample_step(schedule: NoiseSchedule, model_output: torch.Tensor, x_t: torc
     return c0 * x0 + ct * x_t + var.sqrt() * noise
 
 
+SAMPLER_ARGS = ("x_T", "generator", "model_kwargs", "return_trajectory", "progress", "device")
+r"""The keyword arguments every sampler of the package takes, last and in this order, after
+``(model, schedule, shape, *, steps=..., <its own options>)``: :func:`sample`,
+:func:`minidiff.diffusion.ddim.ddim_sample`, :func:`minidiff.diffusion.dpm_solver.dpmpp_2m_sample`, the SDE samplers
+:func:`minidiff.diffusion.sde.euler_maruyama`, :func:`~minidiff.diffusion.sde.pc_sample`,
+:func:`~minidiff.diffusion.sde.ode_sample`, and :func:`minidiff.diffusion.score.annealed_langevin`.
+
+- ``model(x, t, **model_kwargs)``: the network (or a score function for the continuous samplers);
+- ``schedule``: the noise process it was trained on (a :class:`NoiseSchedule`, an :class:`~minidiff.diffusion.sde.SDE`,
+  or NCSN's noise levels);
+- ``shape``: the shape of the batch of samples;
+- ``steps``: the number of steps of the sampler's outer loop;
+- ``x_T``: the start (default: drawn from the prior with ``generator``); ``model_kwargs``: e.g. ``{"y": labels}``;
+- ``return_trajectory``: also return a list of ``(t, x_t)`` on the CPU; ``progress``: a progress bar (on by default);
+- ``device``: default the device of the model's parameters (else that of ``x_T``, else the CPU)."""
+
+
+def _model_device(model, device=None, x_T: torch.Tensor | None = None) -> torch.device:
+    """The sampling device: ``device`` if given, else the device of ``model``'s parameters, else ``x_T``'s, else the
+    CPU (a plain function has no parameters)."""
+    if device is not None:
+        return torch.device(device)
+    try:
+        return next(model.parameters()).device  # type: ignore[attr-defined]
+    except (AttributeError, StopIteration, TypeError):
+        return x_T.device if isinstance(x_T, torch.Tensor) else torch.device("cpu")
+
+
+def _check_shape(shape) -> tuple[int, ...]:
+    if not isinstance(shape, (tuple, list, torch.Size)) or not shape or \
+            not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape):
+        raise ValueError(f"shape must be a tuple of positive ints, e.g. (16, 1, 28, 28), got {shape!r}")
+    return tuple(shape)
+
+
+def _check_start(x_T, shape) -> None:
+    if x_T is not None:
+        check_tensor(x_T, "x_T", floating=True)
+        if tuple(x_T.shape) != tuple(shape):
+            raise ValueError(f"x_T must have shape {tuple(shape)}, got {tuple(x_T.shape)}")
+
+
 @torch.no_grad()
-def sample(model: Callable, schedule: NoiseSchedule, shape: tuple[int, ...], prediction: str = "eps",
-           device=None, generator: torch.Generator | None = None, clip_x0: bool = False,
-           return_trajectory: bool = False, trajectory_every: int | None = None, progress: bool = True,
-           model_kwargs: dict | None = None):
-    r"""Ancestral sampling (Algorithm 2): start from :math:`x_{T-1} \sim \mathcal N(0, I)` and apply
-    :func:`p_sample_step` for ``t = T-1, ..., 0``.
+def sample(model: Callable, schedule: NoiseSchedule, shape: tuple[int, ...], *, steps: int | None = None,
+           prediction: str = "eps", clip_x0: bool = False, trajectory_every: int | None = None,
+           x_T: torch.Tensor | None = None, generator: torch.Generator | None = None, model_kwargs: dict | None = None,
+           return_trajectory: bool = False, progress: bool = True, device=None):
+    r"""Ancestral sampling (Algorithm 2): start from :math:`x_{T-1} \sim \mathcal N(0, I)` (or ``x_T``) and apply
+    :func:`p_sample_step` for ``t = T-1, ..., 0``. ``steps`` is ``T`` (the default): ancestral sampling visits every
+    step (for fewer, :func:`minidiff.diffusion.ddim.ddim_sample` with ``eta=1`` is its generalisation).
 
     Returns the final samples, or ``(samples, trajectory)`` with ``return_trajectory=True``, where
     ``trajectory`` is a list of ``(t, x_t)`` pairs on the CPU (every ``trajectory_every`` steps, default
-    about 10 snapshots, always including the start and the end).
+    about 10 snapshots, always including the start and the end). The common arguments are those of
+    :data:`SAMPLER_ARGS`.
     """
     _check_schedule(schedule)
     _check_prediction(prediction)
-    if not isinstance(shape, (tuple, list, torch.Size)) or not all(isinstance(s, int) and s > 0 for s in shape):
-        raise ValueError(f"shape must be a tuple of positive ints, e.g. (16, 1, 28, 28), got {shape!r}")
-    if device is None:
-        try:
-            device = next(model.parameters()).device  # type: ignore[attr-defined]
-        except (AttributeError, StopIteration):
-            device = torch.device("cpu")
-    device = torch.device(device)
+    shape = _check_shape(shape)
+    if steps is not None and steps != schedule.T:
+        raise ValueError(f"ancestral sampling runs all T = {schedule.T} steps, got steps={steps!r}; for fewer steps "
+                         "use ddim.ddim_sample(..., eta=1.0)")
+    _check_start(x_T, shape)
+    device = _model_device(model, device, x_T)
     schedule = schedule if schedule.device == device else schedule.to(device)
     gen_device = generator.device if generator is not None else device
 
     def randn():
-        return torch.randn(tuple(shape), generator=generator, device=gen_device).to(device)
+        return torch.randn(shape, generator=generator, device=gen_device).to(device)
 
-    x = randn()
+    x = randn() if x_T is None else x_T.to(device)
     every = trajectory_every or max(1, schedule.T // 10)
     traj = [(schedule.T, x.cpu())] if return_trajectory else None
     B = shape[0]

@@ -108,16 +108,19 @@ def dpmpp_2m_step(schedule: NoiseSchedule, x0: torch.Tensor, x_t: torch.Tensor, 
 
 
 @torch.no_grad()
-def dpmpp_2m_sample(model: Callable, schedule: NoiseSchedule, shape: tuple[int, ...], steps: int = 50,
-                    sde: bool = True, spacing: str = "quadratic", prediction: str = "eps", x_T: torch.Tensor | None = None,
-                    device=None, generator: torch.Generator | None = None, clip_x0: bool = False,
-                    progress: bool = True, model_kwargs: dict | None = None) -> torch.Tensor:
+def dpmpp_2m_sample(model: Callable, schedule: NoiseSchedule, shape: tuple[int, ...], *, steps: int = 50,
+                    spacing: str = "quadratic", sde: bool = True, prediction: str = "eps", clip_x0: bool = False,
+                    x_T: torch.Tensor | None = None, generator: torch.Generator | None = None,
+                    model_kwargs: dict | None = None, return_trajectory: bool = False, progress: bool = True,
+                    device=None):
     """Sample with :func:`dpmpp_2m_step` on ``timesteps(T, steps, spacing)``: ``steps`` network calls. The default
     grid is ``"quadratic"``, dense near t = 0: the solver's error is governed by the steps h in lambda, and a uniform
     grid in t makes the last steps (lambda from about 2.7 to 5 for the cosine schedule at 10 steps) too large for the
     second-order correction (the tests show the ODE error at 10 steps 7x smaller with the quadratic grid).
-    ``clip_x0`` clamps each data prediction to [-1, 1]."""
+    ``clip_x0`` clamps each data prediction to [-1, 1]. The common arguments are those of
+    :data:`minidiff.diffusion.ddpm.SAMPLER_ARGS`."""
     device, randn, x, pairs = _sampler_setup(model, schedule, shape, steps, spacing, prediction, x_T, device, generator)
+    traj = [(schedule.T, x.cpu())] if return_trajectory else None
     B = shape[0]
     before = None
     for t, s in tqdm(pairs, desc=f"DPM-Solver++(2M) {steps} steps", disable=not progress, leave=False):
@@ -128,4 +131,6 @@ def dpmpp_2m_sample(model: Callable, schedule: NoiseSchedule, shape: tuple[int, 
         x = dpmpp_2m_step(schedule, x0, x, tt, s, *(before or (None, None)), sde=sde,
                           noise=randn() if sde and s >= 0 else None)
         before = (x0, tt)
-    return x
+        if traj is not None:
+            traj.append((s, x.cpu()))
+    return (x, traj) if return_trajectory else x

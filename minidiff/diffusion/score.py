@@ -34,6 +34,7 @@ import torch
 
 from .._checks import check_same_shape, check_tensor
 from .._progress import tqdm
+from .ddpm import _check_shape, _check_start, _model_device
 
 
 def eps_to_score(eps: torch.Tensor, std: torch.Tensor | float) -> torch.Tensor:
@@ -101,27 +102,40 @@ def langevin(score_fn: Callable, x: torch.Tensor, step_size: float, n_steps: int
 
 
 @torch.no_grad()
-def annealed_langevin(score_fn: Callable, x: torch.Tensor, sigmas: torch.Tensor, eps: float = 2e-5,
-                      n_steps_each: int = 100, generator: torch.Generator | None = None,
-                      return_trajectory: bool = False, progress: bool = False, denoise: bool = True):
-    r"""Annealed Langevin dynamics (Song & Ermon 2019, Algorithm 1): for each :math:`\sigma_i` from the largest,
-    ``n_steps_each`` Langevin steps with :math:`\alpha_i = \epsilon\,\sigma_i^2/\sigma_L^2` on ``score_fn(x, sigma)``.
+def annealed_langevin(model: Callable, schedule: torch.Tensor, shape, *, steps: int = 100, eps: float = 2e-5,
+                      denoise: bool = True, x_T: torch.Tensor | None = None, generator: torch.Generator | None = None,
+                      model_kwargs: dict | None = None, return_trajectory: bool = False, progress: bool = True,
+                      device=None):
+    r"""Annealed Langevin dynamics (Song & Ermon 2019, Algorithm 1) with the noise-conditional score
+    ``model(x, sigma)``: for each noise level :math:`\sigma_i` of ``schedule`` (a decreasing 1-D tensor, NCSN's
+    noise levels), from the largest, ``steps`` Langevin steps with :math:`\alpha_i = \epsilon\,\sigma_i^2/\sigma_L^2`.
+    Starts from ``x_T``, else from :math:`\mathcal N(0, \sigma_1^2 I)`.
 
     ``denoise=True`` ends with one Tweedie step :math:`x + \sigma_L^2 s(x, \sigma_L)`, the posterior mean of the clean
-    data (Song & Ermon 2020), which removes the last level's noise. The trajectory holds ``x`` after every level."""
-    check_tensor(x, "x", floating=True)
-    check_tensor(sigmas, "sigmas", ndim=1, floating=True)
+    data (Song & Ermon 2020), which removes the last level's noise. The trajectory holds ``(sigma, x)``: the start
+    (at :math:`\sigma_1`), then ``x`` after every level. The common arguments are those of
+    :data:`minidiff.diffusion.ddpm.SAMPLER_ARGS`."""
+    sigmas = schedule
+    check_tensor(sigmas, "sigmas (the schedule)", ndim=1, floating=True)
     if (sigmas[1:] > sigmas[:-1]).any():
         raise ValueError("sigmas must be in decreasing order (largest noise first)")
+    shape = _check_shape(shape)
+    _check_start(x_T, shape)
+    device = _model_device(model, device, x_T)
+    score_fn = model if not model_kwargs else (lambda x, s: model(x, s, **model_kwargs))
+    if x_T is None:
+        x_T = float(sigmas[0]) * torch.randn(shape, generator=generator,
+                                             device=generator.device if generator else device)
+    x = x_T.to(device)
     sigma_L = float(sigmas[-1])
-    traj = [x.cpu()] if return_trajectory else None
+    traj = [(float(sigmas[0]), x.cpu())] if return_trajectory else None
     B = x.shape[0]
     for sig in tqdm(sigmas.tolist(), desc="annealed Langevin", disable=not progress, leave=False):
         alpha = eps * sig ** 2 / sigma_L ** 2
         s = torch.full((B,), sig, device=x.device, dtype=x.dtype)
-        x = langevin(lambda y: score_fn(y, s), x, alpha, n_steps_each, generator)
+        x = langevin(lambda y: score_fn(y, s), x, alpha, steps, generator)
         if traj is not None:
-            traj.append(x.cpu())
+            traj.append((sig, x.cpu()))
     if denoise:
         s = torch.full((B,), sigma_L, device=x.device, dtype=x.dtype)
         x = x + sigma_L ** 2 * score_fn(x, s)

@@ -39,6 +39,7 @@ import torch
 
 from .._checks import check_tensor
 from .._progress import tqdm
+from .ddpm import _check_shape, _check_start, _model_device
 
 
 def _bcast(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -179,35 +180,49 @@ class ReverseSDE:
         return drift, (torch.zeros_like(g) if self.probability_flow else g)
 
 
-def _time_grid(n_steps: int, eps: float, device) -> torch.Tensor:
-    if n_steps < 1:
-        raise ValueError(f"n_steps must be >= 1, got {n_steps}")
+def _time_grid(steps: int, eps: float, device) -> torch.Tensor:
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be an int >= 1, got {steps!r}")
     if not 0 < eps < 1:
         raise ValueError(f"eps (the last time) must be in (0, 1), got {eps}")
-    return torch.linspace(1.0, eps, n_steps + 1, device=device)
+    return torch.linspace(1.0, eps, steps + 1, device=device)
 
 
 def _randn(shape, generator, device):
     return torch.randn(tuple(shape), generator=generator, device=generator.device if generator else device).to(device)
 
 
-@torch.no_grad()
-def euler_maruyama(sde: SDE, score_fn: Callable, shape, n_steps: int = 500, eps: float = 1e-3, device="cpu",
-                   generator: torch.Generator | None = None, x_T: torch.Tensor | None = None, denoise: bool = True,
-                   return_trajectory: bool = False, progress: bool = False):
-    r"""Euler–Maruyama on the reverse SDE: :math:`x \leftarrow x - [f - g^2 s]\,\Delta t + g\sqrt{\Delta t}\,z` with
-    :math:`\Delta t = (1-\epsilon)/n` (``n_steps`` score evaluations). ``denoise`` drops the noise of the last step
-    (returns its mean), as Song et al. do."""
-    rev = sde.reverse(score_fn)
-    ts = _time_grid(n_steps, eps, device)
+def _setup(model, sde: SDE, shape, steps: int, eps: float, x_T, generator, model_kwargs, device):
+    """Checks, the device, the score function with its keyword arguments, the time grid and the start."""
+    if not isinstance(sde, SDE):
+        raise TypeError(f"schedule must be an SDE (VPSDE, subVPSDE, VESDE), got {type(sde).__name__}")
+    shape = _check_shape(shape)
+    _check_start(x_T, shape)
+    device = _model_device(model, device, x_T)
+    score_fn = model if not model_kwargs else (lambda x, t: model(x, t, **model_kwargs))
+    ts = _time_grid(steps, eps, device)
     x = sde.prior_sample(shape, generator, device) if x_T is None else x_T.to(device)
+    return shape, device, score_fn, ts, x
+
+
+@torch.no_grad()
+def euler_maruyama(model: Callable, schedule: SDE, shape, *, steps: int = 500, eps: float = 1e-3,
+                   denoise: bool = True, x_T: torch.Tensor | None = None, generator: torch.Generator | None = None,
+                   model_kwargs: dict | None = None, return_trajectory: bool = False, progress: bool = True,
+                   device=None):
+    r"""Euler–Maruyama on the reverse SDE of ``schedule`` (an :class:`SDE`) with the score ``model(x, t)``:
+    :math:`x \leftarrow x - [f - g^2 s]\,\Delta t + g\sqrt{\Delta t}\,z` with :math:`\Delta t = (1-\epsilon)/n`
+    (``steps`` score evaluations). ``denoise`` drops the noise of the last step (returns its mean), as Song et al. do.
+    The common arguments are those of :data:`minidiff.diffusion.ddpm.SAMPLER_ARGS`."""
+    shape, device, score_fn, ts, x = _setup(model, schedule, shape, steps, eps, x_T, generator, model_kwargs, device)
+    rev = schedule.reverse(score_fn)
     traj = [(1.0, x.cpu())] if return_trajectory else None
-    for i in tqdm(range(n_steps), desc="Euler-Maruyama", disable=not progress, leave=False):
+    for i in tqdm(range(steps), desc="Euler-Maruyama", disable=not progress, leave=False):
         t, dt = ts[i], ts[i] - ts[i + 1]
         tb = t.expand(shape[0])
         drift, g = rev.drift_diffusion(x, tb)
         mean = x - drift * dt
-        last = i == n_steps - 1
+        last = i == steps - 1
         x = mean if (last and denoise) else mean + _bcast(g, x) * dt.sqrt() * _randn(shape, generator, device)
         if traj is not None:
             traj.append((float(ts[i + 1]), x.cpu()))
@@ -224,30 +239,34 @@ def _langevin_step_size(sde: SDE, score: torch.Tensor, z: torch.Tensor, snr: flo
 
 
 @torch.no_grad()
-def pc_sample(sde: SDE, score_fn: Callable, shape, n_steps: int = 500, snr: float = 0.16, n_corrector: int = 1,
-              eps: float = 1e-3, device="cpu", generator: torch.Generator | None = None, x_T: torch.Tensor | None = None,
-              denoise: bool = True, progress: bool = False):
+def pc_sample(model: Callable, schedule: SDE, shape, *, steps: int = 500, snr: float = 0.16, n_corrector: int = 1,
+              eps: float = 1e-3, denoise: bool = True, x_T: torch.Tensor | None = None,
+              generator: torch.Generator | None = None, model_kwargs: dict | None = None,
+              return_trajectory: bool = False, progress: bool = True, device=None):
     r"""Predictor–corrector sampling (Song et al. 2021, Algorithm 1): each step, ``n_corrector`` Langevin corrector
     steps at the current time with the signal-to-noise step size (:func:`_langevin_step_size`), then one
-    Euler–Maruyama predictor step. Score evaluations: ``n_steps * (1 + n_corrector)``."""
+    Euler–Maruyama predictor step. Score evaluations: ``steps * (1 + n_corrector)``. The common arguments are those
+    of :data:`minidiff.diffusion.ddpm.SAMPLER_ARGS`."""
     if snr <= 0 or n_corrector < 0:
         raise ValueError(f"snr must be > 0 and n_corrector >= 0, got {snr}, {n_corrector}")
-    rev = sde.reverse(score_fn)
-    ts = _time_grid(n_steps, eps, device)
-    x = sde.prior_sample(shape, generator, device) if x_T is None else x_T.to(device)
-    for i in tqdm(range(n_steps), desc="predictor-corrector", disable=not progress, leave=False):
+    shape, device, score_fn, ts, x = _setup(model, schedule, shape, steps, eps, x_T, generator, model_kwargs, device)
+    rev = schedule.reverse(score_fn)
+    traj = [(1.0, x.cpu())] if return_trajectory else None
+    for i in tqdm(range(steps), desc="predictor-corrector", disable=not progress, leave=False):
         t, dt = ts[i], ts[i] - ts[i + 1]
         tb = t.expand(shape[0])
         for _ in range(n_corrector):
             s = score_fn(x, tb)
             z = _randn(shape, generator, device)
-            step = _bcast(_langevin_step_size(sde, s, z, snr, tb), x)
+            step = _bcast(_langevin_step_size(schedule, s, z, snr, tb), x)
             x = x + step * s + (2 * step).sqrt() * z
         drift, g = rev.drift_diffusion(x, tb)
         mean = x - drift * dt
-        last = i == n_steps - 1
+        last = i == steps - 1
         x = mean if (last and denoise) else mean + _bcast(g, x) * dt.sqrt() * _randn(shape, generator, device)
-    return x
+        if traj is not None:
+            traj.append((float(ts[i + 1]), x.cpu()))
+    return (x, traj) if return_trajectory else x
 
 
 def _map(fn, *ys):
@@ -280,20 +299,20 @@ ODE_EVALS = {"euler": 1, "heun": 2, "rk4": 4}
 
 
 @torch.no_grad()
-def ode_sample(sde: SDE, score_fn: Callable, shape, n_steps: int = 100, method: str = "heun", eps: float = 1e-3,
-               device="cpu", generator: torch.Generator | None = None, x_T: torch.Tensor | None = None,
-               return_trajectory: bool = False, progress: bool = False):
-    r"""Integrate the probability-flow ODE (eq. 13) from t = 1 to ``eps`` with a fixed-step ``method``
-    (``"euler"``, ``"heun"`` or ``"rk4"``); score evaluations: ``n_steps * ODE_EVALS[method]``. Deterministic given
-    ``x_T``."""
+def ode_sample(model: Callable, schedule: SDE, shape, *, steps: int = 100, method: str = "heun", eps: float = 1e-3,
+               x_T: torch.Tensor | None = None, generator: torch.Generator | None = None,
+               model_kwargs: dict | None = None, return_trajectory: bool = False, progress: bool = True, device=None):
+    r"""Integrate the probability-flow ODE (eq. 13) of ``schedule`` (an :class:`SDE`) from t = 1 to ``eps`` with a
+    fixed-step ``method`` (``"euler"``, ``"heun"`` or ``"rk4"``, :func:`_ode_step`); score evaluations:
+    ``steps * ODE_EVALS[method]``. Deterministic given ``x_T``. The common arguments are those of
+    :data:`minidiff.diffusion.ddpm.SAMPLER_ARGS`."""
     if method not in ODE_EVALS:
         raise ValueError(f"method must be one of {tuple(ODE_EVALS)}, got {method!r}")
-    rev = sde.reverse(score_fn, probability_flow=True)
+    shape, device, score_fn, ts, x = _setup(model, schedule, shape, steps, eps, x_T, generator, model_kwargs, device)
+    rev = schedule.reverse(score_fn, probability_flow=True)
     v = lambda y, t: rev.drift_diffusion(y, t.expand(shape[0]) if t.ndim == 0 else t)[0]
-    ts = _time_grid(n_steps, eps, device)
-    x = sde.prior_sample(shape, generator, device) if x_T is None else x_T.to(device)
     traj = [(1.0, x.cpu())] if return_trajectory else None
-    for i in tqdm(range(n_steps), desc=f"PF-ODE ({method})", disable=not progress, leave=False):
+    for i in tqdm(range(steps), desc=f"PF-ODE ({method})", disable=not progress, leave=False):
         x = _ode_step(v, x, ts[i], ts[i + 1] - ts[i], method)
         if traj is not None:
             traj.append((float(ts[i + 1]), x.cpu()))
