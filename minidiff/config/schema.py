@@ -22,7 +22,7 @@ PROFILE_NAMES = ("ci", "cpu", "gpu")
 
 @dataclass
 class TrainConfig:
-    """Hyper-parameters and budgets of :func:`train`. ``steps`` is the step budget, ``max_seconds`` an optional
+    """Hyper-parameters and budgets of :func:`minidiff.train.train`. ``steps`` is the step budget, ``max_seconds`` an optional
     wall-clock budget (whichever comes first ends training). Both are totals for the run, across resumes: a run
     resumed from its checkpoint at step ``s`` after ``e`` seconds of training trains up to ``steps - s`` more steps
     and ``max_seconds - e`` more seconds (time spent in ``evaluate`` is not training time)."""
@@ -106,7 +106,6 @@ class Section:
 
     def summary(self) -> str:
         return self._SUMMARY.format(**self._summary_fields())
-
 
 
 class Trains(Section):
