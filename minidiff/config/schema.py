@@ -22,10 +22,11 @@ PROFILE_NAMES = ("ci", "cpu", "gpu")
 
 @dataclass
 class TrainConfig:
-    """Hyper-parameters and budgets of :func:`minidiff.train.train`. ``steps`` is the step budget, ``max_seconds`` an optional
-    wall-clock budget (whichever comes first ends training). Both are totals for the run, across resumes: a run
-    resumed from its checkpoint at step ``s`` after ``e`` seconds of training trains up to ``steps - s`` more steps
-    and ``max_seconds - e`` more seconds (time spent in ``evaluate`` is not training time)."""
+    """Hyper-parameters and budgets of :func:`minidiff.train.train`. ``steps`` is the step budget, ``max_seconds``
+    an optional wall-clock budget (whichever comes first ends training). Both are totals for the run, across
+    resumes: a run resumed from its checkpoint at step ``s`` after ``e`` seconds of training trains up to
+    ``steps - s`` more steps and ``max_seconds - e`` more seconds (time spent in ``evaluate`` is not training
+    time)."""
 
     steps: int = 1000
     lr: float = 1e-3
