@@ -228,3 +228,18 @@ def test_class_conditional_unet_under_train_ddpm_drops_labels_once():
     assert abs(rate - 0.2) < 4 * math.sqrt(0.2 * 0.8 / (8 * 1024)), rate
     rate, _ = _null_rate_seen_by_the_embedding(net, net.label_embed, p_uncond=None, steps=2)
     assert rate == 0.0
+
+
+def test_labels_are_dropped_for_guidance_in_one_place():
+    """Issue 17, item 4: in training, minidiff.recipes.train_ddpm is the one caller of the condition dropout
+    (guidance.drop_condition, built on drop_labels); a model's own label dropout (the DiT's LabelEmbedder) is switched
+    off while train_ddpm drops (test_class_conditional_dit_under_train_ddpm_drops_labels_once)."""
+    import re
+    from pathlib import Path
+
+    import minidiff
+
+    root = Path(minidiff.__file__).parent
+    callers = sorted(str(p.relative_to(root)) for p in root.rglob("*.py")
+                     if re.search(r"\bdrop_(condition|labels)\(", p.read_text()) and p.name != "guidance.py")
+    assert callers == ["recipes.py"], callers
