@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -313,7 +314,8 @@ print(json.dumps(results))
 """
 
 
-@pytest.mark.skipif(not hasattr(sys.modules["os"], "fork"), reason="needs os.fork")
+@pytest.mark.slow
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_every_module_imports_on_its_own():
     """Each module is imported first, in its own process (forked from a fresh interpreter that has imported torch
     and numpy, nothing of minidiff): an import that works only after another module was imported fails here.
