@@ -101,7 +101,7 @@ class Checkpointer:
 
     ``parts`` (given to :meth:`save` and :meth:`resume`) maps the names ``model``, ``ema``, ``optimizer``,
     ``scaler``, ``sampler`` to objects with ``state_dict`` / ``load_state_dict`` (or None, or an object without them,
-    which is skipped); :attr:`last` is the newest file written or resumed from."""
+    which is skipped); ``last`` is the newest file written or resumed from."""
 
     def __init__(self, folder, keep: int = 2):
         self.folder = Path(folder) if folder is not None else None

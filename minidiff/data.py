@@ -182,6 +182,7 @@ def smoke_stand_in(name: str, split: str = "train", device="cpu") -> ImageData:
     return ImageData(x.to(device), base.y.to(device), "synthetic_cifar10", DIGIT_CLASSES)
 
 
+#: the loaders of :func:`load_images`, by dataset name
 DATASETS = {"mnist5k": mnist5k, "digits": digits, "mnist": mnist, "fashion_mnist": fashion_mnist, "cifar10": cifar10}
 
 

@@ -5,13 +5,13 @@ what differs from it (the shape of nanoGPT's ``config/*.py`` files), so each rea
 
     CI = derive(CPU, name="ci", ddpm=dict(T=50, steps=350, ...), ...)   # sections not named are cpu's
 
-========  ======================  ==============================================  ==========================
-profile   who                     data                                            budget
-========  ======================  ==============================================  ==========================
-``ci``    CI, nbval, make test    offline only: MNIST-5k, sklearn digits, 2-D toys <= 60 s a chapter, 2 cores
-``cpu``   a learner without GPU   offline MNIST-5k (torchvision data if online)    <= 10 min a chapter
-``gpu``   Colab / local GPU       torchvision MNIST, Fashion-MNIST, CIFAR-10       <= 20 min on a Colab T4
-========  ======================  ==============================================  ==========================
+========  ======================  ================================================  ==========================
+profile   who                     data                                              budget
+========  ======================  ================================================  ==========================
+``ci``    CI, nbval, make test    offline only: MNIST-5k, sklearn digits, 2-D toys  <= 60 s a chapter, 2 cores
+``cpu``   a learner without GPU   offline MNIST-5k (torchvision data if online)     <= 10 min a chapter
+``gpu``   Colab / local GPU       torchvision MNIST, Fashion-MNIST, CIFAR-10        <= 20 min on a Colab T4
+========  ======================  ================================================  ==========================
 
 ``runtime_s`` is each chapter's measured runtime in seconds on ``runtime_on`` (the banner says it in words).
 This module only declares values; choosing the active profile is :func:`minidiff.config.get_profile`.

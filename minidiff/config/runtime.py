@@ -35,7 +35,7 @@ DEVICE_ENV = "MINIDIFF_DEVICE"
 # sizes stay those of the profile.
 
 SMOKE_ENV = "MINIDIFF_SMOKE"
-SMOKE_MAX_SECONDS = 20.0   # wall-clock budgets are capped at this (or at the ci value when that is smaller)
+SMOKE_MAX_SECONDS = 20.0   #: wall-clock budgets are capped at this (or at the ci value when that is smaller)
 SMOKE_FIELDS = {           # kind of budget -> field-name pattern
     "steps": re.compile(r"(^|_)steps$|^warmup$|^eval_every$"),                 # step budgets and step counts
     "seconds": re.compile(r"(^|_)seconds$"),                                      # wall-clock budgets

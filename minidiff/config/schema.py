@@ -84,7 +84,7 @@ class TrainConfig:
             raise ValueError(f"eval_every must be a positive int or None, got {self.eval_every!r}")
 
 
-# the fields of TrainConfig that a chapter config may carry under the same name (and meaning)
+#: the fields of TrainConfig that a chapter config may carry under the same name (and meaning)
 TRAIN_FIELDS = ("steps", "max_seconds", "lr", "weight_decay", "warmup", "grad_clip", "ema_decay", "eval_every")
 
 

@@ -11,13 +11,13 @@ and the **probability-flow ODE** (eq. 13) has the same marginals with no noise a
 
 The three processes of the paper (appendix B; :math:`\beta(t) = \beta_0 + t(\beta_1-\beta_0)`):
 
-===========  ==========================  ======================================  =====================================================
-SDE          drift :math:`f`             diffusion :math:`g`                     marginal :math:`p_{0t}(x\mid x_0)`
-===========  ==========================  ======================================  =====================================================
-VP           :math:`-\frac12\beta(t)x`   :math:`\sqrt{\beta(t)}`                 :math:`\mathcal N(m_t x_0, (1-m_t^2) I)`
-sub-VP       :math:`-\frac12\beta(t)x`   :math:`\sqrt{\beta(t)(1-m_t^4)}`        :math:`\mathcal N(m_t x_0, (1-m_t^2)^2 I)`
+===========  ==========================  ================================================  ==========================================
+SDE          drift :math:`f`             diffusion :math:`g`                               marginal :math:`p_{0t}(x\mid x_0)`
+===========  ==========================  ================================================  ==========================================
+VP           :math:`-\frac12\beta(t)x`   :math:`\sqrt{\beta(t)}`                           :math:`\mathcal N(m_t x_0, (1-m_t^2) I)`
+sub-VP       :math:`-\frac12\beta(t)x`   :math:`\sqrt{\beta(t)(1-m_t^4)}`                  :math:`\mathcal N(m_t x_0, (1-m_t^2)^2 I)`
 VE           :math:`0`                   :math:`\sigma(t)\sqrt{2\log(\sigma_1/\sigma_0)}`  :math:`\mathcal N(x_0, \sigma(t)^2 I)`
-===========  ==========================  ======================================  =====================================================
+===========  ==========================  ================================================  ==========================================
 
 with :math:`m_t = \exp\!\big(-\tfrac14 t^2(\beta_1-\beta_0) - \tfrac12 t\beta_0\big)` and
 :math:`\sigma(t) = \sigma_0(\sigma_1/\sigma_0)^t`. DDPM is the VP SDE discretised with :math:`\beta_i = \beta(t_i)/N`
@@ -244,7 +244,7 @@ def pc_sample(model: Callable, schedule: SDE, shape, *, steps: int = 500, snr: f
               generator: torch.Generator | None = None, model_kwargs: dict | None = None,
               return_trajectory: bool = False, progress: bool = True, device=None):
     r"""Predictor–corrector sampling (Song et al. 2021, Algorithm 1): each step, ``n_corrector`` Langevin corrector
-    steps at the current time with the signal-to-noise step size (:func:`_langevin_step_size`), then one
+    steps at the current time with the signal-to-noise step size (``_langevin_step_size``), then one
     Euler–Maruyama predictor step. Score evaluations: ``steps * (1 + n_corrector)``. The common arguments are those
     of :data:`minidiff.diffusion.ddpm.SAMPLER_ARGS`."""
     if snr <= 0 or n_corrector < 0:
@@ -303,7 +303,7 @@ def ode_sample(model: Callable, schedule: SDE, shape, *, steps: int = 100, metho
                x_T: torch.Tensor | None = None, generator: torch.Generator | None = None,
                model_kwargs: dict | None = None, return_trajectory: bool = False, progress: bool = True, device=None):
     r"""Integrate the probability-flow ODE (eq. 13) of ``schedule`` (an :class:`SDE`) from t = 1 to ``eps`` with a
-    fixed-step ``method`` (``"euler"``, ``"heun"`` or ``"rk4"``, :func:`_ode_step`); score evaluations:
+    fixed-step ``method`` (``"euler"``, ``"heun"`` or ``"rk4"``, ``_ode_step``); score evaluations:
     ``steps * ODE_EVALS[method]``. Deterministic given ``x_T``. The common arguments are those of
     :data:`minidiff.diffusion.ddpm.SAMPLER_ARGS`."""
     if method not in ODE_EVALS:

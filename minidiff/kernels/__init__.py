@@ -41,6 +41,7 @@ from . import reference
 from .reference import COEFFS, ddim_coefficients, ddpm_coefficients  # noqa: F401
 
 BACKENDS = ("auto", "triton", "torch")
+#: the fused kernels, by name (each has a Triton implementation and a reference in :mod:`.reference`)
 KERNELS = ("sampler_update", "layernorm_modulate", "groupnorm_silu")
 _backend = os.environ.get("MINIDIFF_KERNELS", "auto").strip().lower() or "auto"
 if _backend not in BACKENDS:

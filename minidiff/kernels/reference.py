@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-# column order of the per-example coefficient table of sampler_update
+#: column order of the per-example coefficient table of sampler_update
 COEFFS = ("k1", "k2", "k3", "k4", "a", "s", "A", "B", "C", "D")
 
 

@@ -256,8 +256,8 @@ class DiTConfig:
     cond_dim: int | None = None          # condition on a vector y (B, cond_dim) instead of a label; zeros = none
 
 
-# DiT sizes (hidden, depth, heads): tiny ones that train on a CPU, and the paper's S/B/L/XL (Peebles & Xie 2023,
-# Table 1). A model is a size and a patch, named like the paper's: "DiT-S/2" is DiT-S on 2x2 patches.
+#: DiT sizes (hidden, depth, heads): tiny ones that train on a CPU, and the paper's S/B/L/XL (Peebles & Xie 2023,
+#: Table 1). A model is a size and a patch, named like the paper's: "DiT-S/2" is DiT-S on 2x2 patches.
 DIT_SIZES = {
     "DiT-Tiny": dict(hidden=64, depth=2, heads=4),
     "DiT-Mini": dict(hidden=128, depth=4, heads=4),

@@ -27,7 +27,7 @@ from .. import kernels
 from .._checks import condition_vector
 from .embeddings import TimestepEmbedder
 
-# Named sizes (keyword arguments of :class:`UNet`) used across the course; chapter 08 prints their parameter counts.
+#: Named sizes (keyword arguments of :class:`UNet`) used across the course; chapter 08 prints their parameter counts.
 UNET_CONFIGS = {
     "UNet-XS": dict(base_channels=16, channel_mults=(1, 2), attention=False, patch=2),   # ci profile
     "UNet-S": dict(base_channels=32, channel_mults=(1, 2), attention=False, patch=2),    # cpu profile
