@@ -301,13 +301,13 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, object], torch.Tensor]
              "sampler": batches}
     resumed = ckpt.resume(parts, cfg, map_location=step_fn.device) if cfg.resume else None
     if resumed is None and cfg.seed is not None:
-        seed_everything(cfg.seed)
-    step = int(resumed["step"]) if resumed else 0
-    history = {k: list(v) for k, v in resumed["history"].items()} if resumed else \
-        {"step": [], "loss": [], "lr": [], "time": []}
+        seed_everything(cfg.seed)   # a fresh run; a resumed one got its RNG states back from the checkpoint
+    start = resumed or {"step": 0, "history": {"step": [], "loss": [], "lr": [], "time": []}, "elapsed": 0.0}
+    step = int(start["step"])
+    history = {k: list(v) for k, v in start["history"].items()}
     if evaluate is not None:
         history.setdefault("eval", [])
-    clock = Clock(float(resumed.get("elapsed", 0.0)) if resumed else 0.0)
+    clock = Clock(float(start.get("elapsed", 0.0)))
     stopped, running = "steps", None
     bar = tqdm(total=cfg.steps, initial=min(step, cfg.steps), desc=cfg.desc, disable=not cfg.progress,
                dynamic_ncols=True, leave=True)
