@@ -1,8 +1,11 @@
 """minidiff: the small, tested package behind the minidiff course.
 
-One module per idea (see the package map in README.md): ``config`` (profiles, device, seeding),
-``data`` (datasets as tensors), ``train`` (the one training loop), ``metrics`` (feature-space FID/KID),
-``viz`` (plots), ``nets`` (MLP, U-Net), ``diffusion`` (schedules, DDPM).
+One module per idea (see the package map in README.md and the API reference of the book): :mod:`~minidiff.config`
+(profiles, device, seeding), :mod:`~minidiff.data` (datasets as tensors), :mod:`~minidiff.nets` (MLP, U-Net, DiT,
+encoders, autoencoder, CLIP), :mod:`~minidiff.diffusion` (schedules, DDPM, DDIM, DPM-Solver, score matching, SDEs,
+guidance), :mod:`~minidiff.ssl` (self-supervised learning), :mod:`~minidiff.metrics` (feature-space FID/KID),
+:mod:`~minidiff.train` (the one training loop) with :mod:`~minidiff.checkpoint` and :mod:`~minidiff.recipes`,
+:mod:`~minidiff.kernels` (fused kernels), :mod:`~minidiff.viz` (plots).
 """
 
 __version__ = "0.1.0"

@@ -1,4 +1,4 @@
-"""Diffusion processes: noise schedules, DDPM (and later DDIM, score matching, SDEs, guidance)."""
+"""Diffusion processes: noise schedules, DDPM, DDIM, DPM-Solver++, score matching, SDEs and guidance, one module each."""
 
 from .schedules import NoiseSchedule, cosine_betas, linear_betas, make_schedule
 
