@@ -101,7 +101,7 @@ CI = derive(
     ddpm=dict(T=50, base_channels=16, steps=350, max_seconds=None, lr=3e-3, warmup=30, ema_decay=0.99, n_samples=250,
               sample_batch=250),
     ssl=dict(width=16, steps=75, max_seconds=None, moco_steps=60, moco_max_seconds=None, embedding_2d="pca"),
-    rotation=dict(width=16, steps=140, max_seconds=None),
+    rotation=dict(width=16, steps=90, max_seconds=None),
     vae=dict(width=16, steps=240, max_seconds=None, lr=3e-3),
     vp_ddpm=dict(base_channels=16, steps=250, max_seconds=None, lr=3e-3, warmup=30, ema_decay=0.99, n_samples=200,
                  sample_batch=200),
