@@ -4,9 +4,9 @@
    budget of the active profile (``minidiff.config.Profile.chapter_budget_s``; 60 s in ci, or
    ``$MINIDIFF_CHAPTER_BUDGET_S`` when set) is the target the chapters are sized for: a chapter above it is reported
    ("over target"). The session fails when a chapter takes more than the budget times ``$MINIDIFF_BUDGET_TOLERANCE``
-   (default 1.5), because the shared 2-core machines CI and this project run on vary that much for identical work
+   (default 2), because the shared 2-core machines CI and this project run on vary that much for identical work
    (measured: one training cell of chapter 01 took 16.9 s and 28.7 s in two runs minutes apart; chapter 01 took 85 s
-   on CI against 45 s here). A real slowdown (a chapter that doubles) still fails.
+   on CI against 45 s here). A chapter that outgrows its size (over 120 s in ci) still fails.
 2. Each chapter executes once per session: notebooks run first (before the unit tests), and the outputs nbval
    receives are kept, so the website tests (``built_book`` in ``tests/conftest.py``) build the book from the notebooks
    nbval executed instead of executing every chapter a second time (``config._minidiff_notebook_runs.complete``).
@@ -35,7 +35,7 @@ def _budget() -> float:
 
 
 def _tolerance() -> float:
-    return float(os.environ.get("MINIDIFF_BUDGET_TOLERANCE") or 1.5)
+    return float(os.environ.get("MINIDIFF_BUDGET_TOLERANCE") or 2.0)
 
 
 def pytest_runtest_logreport(report):
