@@ -21,20 +21,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _chapters_in_toc() -> list[Path]:
-    import yaml
+    """The chapters _toc.yml lists, in reading order (the GPU check's reader of the table of contents)."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from gpu_check import toc_chapters
 
-    def files(node):
-        if isinstance(node, dict):
-            if "file" in node:
-                yield node["file"]
-            for v in node.values():
-                yield from files(v)
-        elif isinstance(node, list):
-            for v in node:
-                yield from files(v)
-
-    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
-    return [ROOT / (f + ".ipynb") for f in files(toc) if (ROOT / (f + ".ipynb")).exists()]
+    return toc_chapters(ROOT / "_toc.yml")
 
 
 _TOP_LEVEL_SKIPPED = {".git", ".venv", "_build", "runs", "checkpoints", "data", "test-artifacts", ".pytest_cache", ".whl"}

@@ -273,3 +273,11 @@ def test_smoke_runs_keep_their_own_checkpoints_and_cache(monkeypatch, tmp_path):
     assert real == tmp_path / "gpu" / "04_ddpm" / "unet"
     assert smoke == tmp_path / "gpu-smoke" / "04_ddpm" / "unet"
     assert cache.cache_path("04_ddpm/sweep", {"a": 1}) != real_cache
+
+
+def test_moved_cache_names_say_where_they_went():
+    """config.cached (older notebooks) names its new home instead of a bare AttributeError; unknown names still fail."""
+    with pytest.raises(AttributeError, match="from minidiff.cache import cached"):
+        config.cached
+    with pytest.raises(AttributeError, match="no attribute 'nothing_here'"):
+        config.nothing_here

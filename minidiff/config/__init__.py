@@ -24,3 +24,12 @@ from .runtime import (CHECKPOINT_ENV, DEVICE_ENV, PROFILE_ENV, SMOKE_ENV, SMOKE_
 from .schema import (PROFILE_NAMES, TRAIN_FIELDS, DiTChapterConfig, GuidanceChapterConfig,  # noqa: F401
                      ImageDiffusionConfig, KernelsChapterConfig, Profile, RotationConfig, SamplingConfig, SSLConfig,
                      SSLDiffusionConfig, ToyDiffusionConfig, TrainConfig, UNetChapterConfig, VAEConfig)
+
+_MOVED = {"cached": "minidiff.cache.cached", "cache_path": "minidiff.cache.cache_path"}
+
+
+def __getattr__(name):
+    # config.cached lived here until the cache moved out of config (config -> cache -> config was an import cycle)
+    if name in _MOVED:
+        raise AttributeError(f"config.{name} has moved: use `from minidiff.cache import {name}` ({_MOVED[name]})")
+    raise AttributeError(f"module 'minidiff.config' has no attribute {name!r}")
