@@ -18,7 +18,7 @@ import torch
 
 from ._checks import check_tensor
 from .data import TensorSampler
-from .diffusion.ddpm import _check_prediction, _check_schedule, ddpm_loss
+from .diffusion.ddpm import WEIGHTINGS, _check_prediction, _check_schedule, ddpm_loss
 from .diffusion.guidance import drop_condition
 from .diffusion.schedules import NoiseSchedule
 from .nets.dit import label_dropouts, set_label_dropouts
@@ -27,7 +27,7 @@ from .train import train
 
 def train_ddpm(model, schedule: NoiseSchedule, x: torch.Tensor, y: torch.Tensor | None = None, *, cfg,
                batch_size: int, prediction: str = "eps", p_uncond: float | None = None, null=None, seed: int = 0,
-               evaluate=None):
+               evaluate=None, weighting: str = "none", snr_gamma: float = 5.0):
     r"""Fit a denoiser with the eq. 14 objective on the data ``x`` (on the model's device), optionally conditioned on
     ``y``: int64 labels (null label ``null``, default ``model.num_classes``) or float vectors (null vector ``null``,
     default zeros). With ``p_uncond`` each condition is replaced by the null one with that probability, so one
@@ -40,6 +40,8 @@ def train_ddpm(model, schedule: NoiseSchedule, x: torch.Tensor, y: torch.Tensor 
     the model's own dropout, if any, is the one (a U-Net then sees no null labels, a DiT ``cfg.class_dropout`` of them).
     ``cfg`` is a :class:`minidiff.train.TrainConfig`; returns its :class:`~minidiff.train.TrainResult`. ``evaluate``
     is passed on to :func:`minidiff.train.train` (called every ``cfg.eval_every`` steps with the EMA model).
+    ``weighting``/``snr_gamma`` weight the loss over noise levels (:func:`minidiff.diffusion.ddpm.loss_weight`:
+    ``"min_snr"`` is min-SNR-gamma).
 
     This is the loop of chapters 04, 08, 10 and 11 in one call::
 
@@ -47,6 +49,8 @@ def train_ddpm(model, schedule: NoiseSchedule, x: torch.Tensor, y: torch.Tensor 
     """
     _check_schedule(schedule)
     _check_prediction(prediction)
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
     check_tensor(x, "x", floating=True)
     if y is not None:
         check_tensor(y, "y")
@@ -64,11 +68,12 @@ def train_ddpm(model, schedule: NoiseSchedule, x: torch.Tensor, y: torch.Tensor 
 
     def loss(m, batch):
         if y is None:
-            return ddpm_loss(m, schedule, batch, prediction=prediction)
+            return ddpm_loss(m, schedule, batch, prediction=prediction, weighting=weighting, snr_gamma=snr_gamma)
         xb, yb = batch
         if p_uncond:
             yb = drop_condition(yb, p_uncond, null, generator=gen)
-        return ddpm_loss(m, schedule, xb, prediction=prediction, model_kwargs={"y": yb})
+        return ddpm_loss(m, schedule, xb, prediction=prediction, model_kwargs={"y": yb}, weighting=weighting,
+                         snr_gamma=snr_gamma)
 
     batches = TensorSampler(x, batch_size=batch_size, seed=seed) if y is None else \
         TensorSampler(x, y, batch_size=batch_size, seed=seed)

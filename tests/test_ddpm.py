@@ -203,3 +203,57 @@ def test_train_ddpm_learns_and_drops_conditions():
     for bad in (1.5, -0.1, "0.1", True):
         with pytest.raises(ValueError, match="p_uncond"):
             train_ddpm(rec, sched, x, y, cfg=TrainConfig(steps=1, progress=False), batch_size=8, p_uncond=bad)
+
+
+@pytest.mark.parametrize("gamma", [0.5, 5.0, 1e6])
+def test_min_snr_makes_every_target_the_same_x0_error(gamma):
+    """Min-SNR-gamma (Hang et al. 2023): with a network whose outputs all imply the same x0 estimate, the weighted
+    eps, x0 and v losses all equal min(SNR_t, gamma) * ||x0 - x0_hat||^2, computed here from the textbook formulas
+    (alpha-bar from the cosine schedule's definition, no schedule tables)."""
+    T = 1000
+    sched = make_schedule("cosine", T)
+    g = torch.Generator().manual_seed(3)
+    x0 = torch.randn(6, 1, 4, 4, generator=g)
+    x0_hat = torch.randn(6, 1, 4, 4, generator=g)
+    noise = torch.randn(6, 1, 4, 4, generator=g)
+    t = torch.tensor([0, 10, 200, 500, 900, 999])
+
+    def abar(i):                                  # Nichol & Dhariwal eq. 17, clipped betas as in cosine_betas
+        f = lambda s: math.cos((s / T + 0.008) / 1.008 * math.pi / 2) ** 2
+        out = 1.0
+        for k in range(i + 1):
+            out *= 1 - min(1 - f(k + 1) / f(k), 0.999)
+        return out
+
+    want = 0.0
+    outs = {"eps": [], "x0": [], "v": []}
+    for k, i in enumerate(t.tolist()):
+        a, s = math.sqrt(abar(i)), math.sqrt(1 - abar(i))
+        x_t = a * x0[k] + s * noise[k]
+        eps_hat = (x_t - a * x0_hat[k]) / s
+        outs["eps"].append(eps_hat)
+        outs["x0"].append(x0_hat[k])
+        outs["v"].append(a * eps_hat - s * x0_hat[k])
+        snr = a * a / (s * s)
+        want += min(snr, gamma) * (x0[k] - x0_hat[k]).pow(2).mean().item() / len(t)
+    for prediction, out in outs.items():
+        out = torch.stack(out)
+        got = ddpm.ddpm_loss(lambda x, tt: out, sched, x0, prediction=prediction, t=t, noise=noise,
+                             weighting="min_snr", snr_gamma=gamma)
+        assert got.item() == pytest.approx(want, rel=2e-3), prediction
+    # without weighting the eps loss is the plain mean squared error (Ho et al. eq. 14)
+    plain = ddpm.ddpm_loss(lambda x, tt: torch.stack(outs["eps"]), sched, x0, t=t, noise=noise)
+    assert plain.item() == pytest.approx((torch.stack(outs["eps"]) - noise).pow(2).mean().item(), rel=1e-5)
+
+
+def test_loss_weight_errors_and_values():
+    sched = make_schedule("cosine", 100)
+    t = torch.arange(100)
+    assert torch.equal(ddpm.loss_weight(sched, t), torch.ones(100))
+    w = ddpm.loss_weight(sched, t, "eps", "min_snr", 5.0)
+    assert w.max() <= 1 + 1e-6 and w[-1] == pytest.approx(1.0)      # noisy steps (SNR < 5) keep weight 1
+    assert w[0] < 0.05                                              # the nearly clean ones are damped
+    with pytest.raises(ValueError, match="weighting must be one of"):
+        ddpm.ddpm_loss(lambda x, tt: x, sched, torch.zeros(2, 1, 4, 4), weighting="minsnr")
+    with pytest.raises(ValueError, match="snr_gamma must be > 0"):
+        ddpm.loss_weight(sched, t, "eps", "min_snr", 0.0)

@@ -11,6 +11,12 @@ Equations (numbers are Ho et al. 2020 unless stated):
   :math:`x_{t-1} = \frac{1}{\sqrt{\alpha_t}}\big(x_t - \frac{\beta_t}{\sqrt{1-\bar\alpha_t}}\epsilon_\theta\big) + \sigma_t z`,
   with :math:`\sigma_t^2 = \tilde\beta_t` ("fixed small") and no noise at the last step.
 - v-prediction (Salimans & Ho 2022, sec. 4): :math:`v = \sqrt{\bar\alpha_t}\,\epsilon - \sqrt{1-\bar\alpha_t}\,x_0`.
+- Min-SNR-:math:`\gamma` weighting (Hang et al. 2023, eq. 8): each target's squared error equals
+  :math:`\|x_0 - \hat x_0\|^2` times a factor (:math:`\mathrm{SNR}_t` for ``eps``, 1 for ``x0``,
+  :math:`\mathrm{SNR}_t + 1` for ``v``); min-SNR weights the :math:`x_0` error by
+  :math:`\min(\mathrm{SNR}_t, \gamma)`, i.e. the ``eps`` loss by :math:`\min(\mathrm{SNR}_t,\gamma)/\mathrm{SNR}_t`,
+  the ``v`` loss by :math:`\min(\mathrm{SNR}_t,\gamma)/(\mathrm{SNR}_t+1)`: the nearly clean steps, whose
+  gradients conflict with the rest, stop dominating.
 
 A model is any callable ``model(x_t, t)`` with ``t`` an int64 tensor of shape ``(B,)``.
 """
@@ -28,6 +34,7 @@ from .._progress import tqdm
 from .schedules import NoiseSchedule
 
 PREDICTIONS = ("eps", "x0", "v")
+WEIGHTINGS = ("none", "min_snr")
 
 
 def _check_schedule(schedule) -> NoiseSchedule:
@@ -95,13 +102,34 @@ def predict_x0_eps(schedule: NoiseSchedule, model_output: torch.Tensor, x_t: tor
     return x0, eps
 
 
+def loss_weight(schedule: NoiseSchedule, t: torch.Tensor, prediction: str = "eps", weighting: str = "none",
+                snr_gamma: float = 5.0) -> torch.Tensor:
+    r"""Per-sample weight (B,) of the squared error of ``prediction`` at steps ``t``: 1 for ``"none"``; for
+    ``"min_snr"`` the min-SNR-:math:`\gamma` weight (module docstring), which makes the loss of every
+    parameterisation the same :math:`\min(\mathrm{SNR}_t,\gamma)\,\|x_0-\hat x_0\|^2`."""
+    _check_prediction(prediction)
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
+    if not snr_gamma > 0:
+        raise ValueError(f"snr_gamma must be > 0, got {snr_gamma!r}")
+    if weighting == "none":
+        return torch.ones(t.shape, device=t.device)
+    snr = schedule.gather("snr", t, 1).float()
+    clipped = snr.clamp(max=snr_gamma)
+    return {"eps": clipped / snr, "x0": clipped, "v": clipped / (snr + 1)}[prediction]
+
+
 def ddpm_loss(model: Callable, schedule: NoiseSchedule, x0: torch.Tensor, prediction: str = "eps",
-              t: torch.Tensor | None = None, noise: torch.Tensor | None = None, model_kwargs: dict | None = None) -> torch.Tensor:
+              t: torch.Tensor | None = None, noise: torch.Tensor | None = None, model_kwargs: dict | None = None,
+              weighting: str = "none", snr_gamma: float = 5.0) -> torch.Tensor:
     r"""The simplified DDPM objective (eq. 14) with a choice of target: mean squared error between the
     network output and ``eps`` (Ho et al.), ``x0``, or ``v`` (Salimans & Ho 2022), with
-    :math:`t \sim \mathcal U\{0,\dots,T-1\}` and :math:`\epsilon \sim \mathcal N(0, I)` unless given."""
+    :math:`t \sim \mathcal U\{0,\dots,T-1\}` and :math:`\epsilon \sim \mathcal N(0, I)` unless given.
+    ``weighting="min_snr"`` weights each sample's error by :func:`loss_weight` (min-SNR-``snr_gamma``)."""
     _check_schedule(schedule)
     _check_prediction(prediction)
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
     check_tensor(x0, "x0", floating=True)
     if x0.ndim < 2 or x0.shape[0] == 0:
         raise ValueError(f"x0 must be a non-empty batch (B, ...), got shape {tuple(x0.shape)}")
@@ -115,7 +143,11 @@ def ddpm_loss(model: Callable, schedule: NoiseSchedule, x0: torch.Tensor, predic
     if not isinstance(out, torch.Tensor) or out.shape != x0.shape:
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ValueError(f"model(x_t, t) must return a tensor shaped like x0 {tuple(x0.shape)}, got {got}")
-    return F.mse_loss(out.float(), target_for(prediction, schedule, x0, noise, t).float())
+    target = target_for(prediction, schedule, x0, noise, t).float()
+    if weighting == "none":
+        return F.mse_loss(out.float(), target)
+    per_sample = (out.float() - target).pow(2).flatten(1).mean(1)
+    return (loss_weight(schedule, t, prediction, weighting, snr_gamma) * per_sample).mean()
 
 
 def p_sample_step(schedule: NoiseSchedule, model_output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor,

@@ -1,0 +1,205 @@
+"""Which training levers make the pixel-space U-Net reach digits fastest on a CPU (issue 18, target 1).
+
+    .venv/bin/python benchmarks/unet_recipe.py --recipes base min_snr v_min_snr --seeds 0 --budget 300
+    .venv/bin/python benchmarks/unet_recipe.py --table              # the table of every run recorded so far
+
+Every recipe trains the U-Net of ``benchmarks/time_to_quality.py`` on the 4,000 MNIST-5k training digits for
+``--budget`` seconds of wall-clock time (a fresh process limited to ``--threads`` threads, the learning rate annealed
+by time), then draws ``--samples`` digits with DPM-Solver++(2M) SDE and with DDIM (50 network calls each), scored by
+minidiff's feature FID against the 1,000 held-out digits and by the shipped classifier's confidence.
+
+A recipe is the base recipe (``BASE``) with a few fields changed (``RECIPES``): one lever at a time, so the table
+reads as an ablation. Each run is appended to ``benchmarks/results/unet_recipe.json`` (one row per recipe, seed,
+budget and thread count; a rerun replaces its row), and the table gives the median FID over the seeds recorded with
+the spread (min-max). Run one recipe at a time and nothing else on the machine: the budget is wall-clock time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results" / "unet_recipe.json"
+
+# the recipe of benchmarks/time_to_quality.py before this study: chapter 04's cpu-profile U-Net at T = 1000
+BASE = dict(T=1000, schedule="cosine", prediction="eps", weighting="none", snr_gamma=5.0, base_channels=32,
+            channel_mults=(1, 2), patch=2, attention=False, num_res_blocks=1, batch=64, lr=2e-3, warmup=100,
+            min_lr_ratio=0.1, ema_decay=0.995, grad_clip=1.0)
+
+RECIPES = {
+    "base": {},
+    "min_snr": dict(weighting="min_snr"),
+    "v": dict(prediction="v"),
+    "v_min_snr": dict(prediction="v", weighting="min_snr"),
+    "x0_min_snr": dict(prediction="x0", weighting="min_snr"),
+    "lr_3e-3": dict(lr=3e-3),
+    "lr_1e-3": dict(lr=1e-3),
+    "batch_32": dict(batch=32),
+    "batch_128": dict(batch=128, lr=3e-3),
+    "ema_0.999": dict(ema_decay=0.999),
+    "ema_0.99": dict(ema_decay=0.99),
+    "width_48": dict(base_channels=48),
+    "width_24": dict(base_channels=24),
+    "mults_122": dict(channel_mults=(1, 2, 2)),
+    "T_200": dict(T=200),
+    "min_lr_0": dict(min_lr_ratio=0.0),
+}
+
+
+def recipe(name: str) -> dict:
+    """``BASE`` with the changes of ``name``, which may join several recipes with ``+`` (``v_min_snr+lr_3e-3``)."""
+    out = dict(BASE)
+    for part in name.split("+"):
+        if part not in RECIPES:
+            raise SystemExit(f"unknown recipe {part!r}; known: {', '.join(RECIPES)}")
+        out.update(RECIPES[part])
+    return out
+
+
+def worker(name: str, seed: int, budget: float, samples: int) -> dict:
+    import torch
+
+    from minidiff import config, data, metrics
+    from minidiff.diffusion import ddim, ddpm, dpm_solver, schedules
+    from minidiff.nets import UNet, count_parameters
+    from minidiff.train import TrainConfig, train
+
+    R = recipe(name)
+    config.seed_everything(seed)
+    x = data.load_images("mnist5k", "train", profile="cpu").x
+    sched = schedules.make_schedule(R["schedule"], R["T"])
+    net = UNet(1, R["base_channels"], R["channel_mults"], num_res_blocks=R["num_res_blocks"],
+               attention=R["attention"], patch=R["patch"])
+
+    def loss(m, b):
+        return ddpm.ddpm_loss(m, sched, b, prediction=R["prediction"], weighting=R["weighting"],
+                              snr_gamma=R["snr_gamma"])
+
+    res = train(net, loss, data.TensorSampler(x, batch_size=R["batch"], seed=seed),
+                TrainConfig(steps=10**7, lr=R["lr"], warmup=R["warmup"], min_lr_ratio=R["min_lr_ratio"],
+                            ema_decay=R["ema_decay"], grad_clip=R["grad_clip"], max_seconds=budget,
+                            anneal_by_time=True, seed=seed, progress=False))
+    ema = res.ema.eval()
+    heldout = metrics.Reference(data.load_images("mnist5k", "test", profile="cpu").x)
+    out = {"recipe": name, "seed": seed, "budget_s": budget, "threads": torch.get_num_threads(),
+           "params": count_parameters(net), "steps": res.step, "train_seconds": res.seconds,
+           "final_loss": float(sum(res.history["loss"][-50:]) / len(res.history["loss"][-50:])),
+           "settings": {k: v for k, v in R.items()}, "fid": {}, "confidence": {}, "sample_seconds": {}}
+    samplers = {
+        "dpmpp2m_sde50": lambda n, g: dpm_solver.dpmpp_2m_sample(ema, sched, (n, 1, 28, 28), steps=50, sde=True,
+                                                                 prediction=R["prediction"], clip_x0=True,
+                                                                 generator=g, progress=False),
+        "ddim50": lambda n, g: ddim.ddim_sample(ema, sched, (n, 1, 28, 28), steps=50, prediction=R["prediction"],
+                                                clip_x0=True, generator=g, progress=False),
+    }
+    for key, draw in samplers.items():
+        g = torch.Generator().manual_seed(seed + 1)
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            s = torch.cat([draw(min(250, samples - i), g) for i in range(0, samples, 250)]).clamp(-1, 1)
+        out["sample_seconds"][key] = time.perf_counter() - t0
+        out["fid"][key] = metrics.fid(s, heldout)
+        out["confidence"][key] = metrics.classifier_confidence(s)["mean_max_prob"]
+        if key == "dpmpp2m_sde50":
+            out["_samples"] = s[:64]
+    return out
+
+
+def _load() -> list[dict]:
+    return json.loads(RESULTS.read_text())["runs"] if RESULTS.exists() else []
+
+
+def _save(runs: list[dict]) -> None:
+    RESULTS.parent.mkdir(exist_ok=True)
+    tmp = RESULTS.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"benchmark": "unet_recipe", "base": BASE, "recipes": RECIPES, "runs": runs},
+                              indent=1, default=list))
+    os.replace(tmp, RESULTS)
+
+
+def table(runs: list[dict], budget: float | None = None) -> str:
+    """Median FID (DPM-Solver++(2M) SDE, 50 calls) per recipe over its seeds, with the spread."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in runs:
+        if budget is None or r["budget_s"] == budget:
+            groups.setdefault((r["recipe"], r["budget_s"], r["threads"]), []).append(r)
+    lines = [f"{'recipe':<28}{'budget':>7}{'thr':>4}{'seeds':>6}{'steps':>7}{'FID dpm++':>11}{'spread':>15}"
+             f"{'FID ddim':>10}{'conf':>6}"]
+    for (name, b, thr), rs in sorted(groups.items(), key=lambda kv: statistics.median(
+            r["fid"]["dpmpp2m_sde50"] for r in kv[1])):
+        f = [r["fid"]["dpmpp2m_sde50"] for r in rs]
+        lines.append(f"{name:<28}{b:>7g}{thr:>4}{len(rs):>6}{statistics.median(r['steps'] for r in rs):>7g}"
+                     f"{statistics.median(f):>11.1f}{f'{min(f):.1f}-{max(f):.1f}':>15}"
+                     f"{statistics.median(r['fid']['ddim50'] for r in rs):>10.1f}"
+                     f"{statistics.median(r['confidence']['dpmpp2m_sde50'] for r in rs):>6.2f}")
+    return "\n".join(lines)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--recipes", nargs="+", default=["base"])
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0])
+    ap.add_argument("--budget", type=float, default=300.0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--samples", type=int, default=500)
+    ap.add_argument("--table", action="store_true", help="print the table of the recorded runs and stop")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("--out", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.table:
+        print(table(_load()))
+        return
+    if args.worker:
+        import torch
+
+        torch.set_num_threads(args.threads)
+        r = worker(args.worker, args.seeds[0], args.budget, args.samples)
+        torch.save(r, args.out)
+        return
+    for name in args.recipes:
+        recipe(name)                                            # unknown names fail before any training
+    for name in args.recipes:
+        for seed in args.seeds:
+            import torch
+
+            out = HERE / ".cache" / f"unet_recipe_{name}_{seed}_{args.budget:g}_{args.threads}.pt"
+            out.parent.mkdir(exist_ok=True)
+            env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),
+                       MINIDIFF_CHECKPOINT_DIR="off", PYTHONPATH=str(HERE.parent))
+            print(f"[{name} seed {seed}] training {args.budget:g} s on {args.threads} thread(s) ...", flush=True)
+            subprocess.run([sys.executable, __file__, "--worker", name, "--seeds", str(seed), "--budget",
+                            str(args.budget), "--threads", str(args.threads), "--samples", str(args.samples),
+                            "--out", str(out)], env=env, check=True)
+            r = torch.load(out, weights_only=False)
+            grid = r.pop("_samples")
+            _save_grid(grid, HERE / ".cache" / f"unet_recipe_{name}_{seed}_{args.budget:g}.png")
+            r["date"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+            runs = [q for q in _load() if (q["recipe"], q["seed"], q["budget_s"], q["threads"])
+                    != (name, seed, args.budget, args.threads)] + [r]
+            _save(runs)
+            print(f"[{name} seed {seed}] {r['steps']} steps, FID dpm++ {r['fid']['dpmpp2m_sde50']:.1f}, "
+                  f"ddim {r['fid']['ddim50']:.1f}, conf {r['confidence']['dpmpp2m_sde50']:.2f}", flush=True)
+    print(table(_load()))
+
+
+def _save_grid(x, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torchvision
+
+    grid = torchvision.utils.make_grid((x + 1) / 2, nrow=8, padding=1)[0]
+    plt.imsave(path, grid.numpy(), cmap="gray", vmin=0, vmax=1)
+
+
+if __name__ == "__main__":
+    main()
