@@ -65,7 +65,9 @@ def time_to_quality() -> str:
         return "".join(out) + _missing("time to quality", "python benchmarks/time_to_quality.py --budget 300")
     for name, d in sorted(runs, key=lambda nd: nd[1]["budget_s"]):
         out.append(f"\n### {d['budget_s']:g} s of training, {d['n_samples']} samples\n\n")
-        rows = [[r["contender"], r["params"], r["train_steps"], float(r["images_per_s"]), r["sampler"], r["nfe"],
+        label = (lambda r: f"{r['contender']} (seed {r['seed']})") if len(d.get("seeds", [0])) > 1 else \
+            (lambda r: r["contender"])
+        rows = [[label(r), r["params"], r["train_steps"], float(r["images_per_s"]), r["sampler"], r["nfe"],
                  float(r["sample_seconds"]), float(r["fid"]), float(r["confidence"])] for r in d["rows"]]
         rows += [[f"*{k}*", "", "", "", "", "", "", float(v), ""] for k, v in d["baselines_fid"].items()]
         out.append(_table(["contender", "parameters", "training steps", "images/s", "sampler", "network calls",
@@ -89,6 +91,98 @@ def time_to_quality() -> str:
         if d.get("note"):
             notes.append(f"note: {d['note']}")
         out.append("\n" + "".join(f"- {n}\n" for n in notes) + "\n" + _provenance(d, name))
+    return "".join(out)
+
+
+def _median_spread(values: list[float]) -> str:
+    import statistics
+
+    med = statistics.median(values)
+    return f"{med:,.1f}" if len(values) == 1 else f"{med:,.1f} ({min(values):,.1f}-{max(values):,.1f})"
+
+
+def unet_recipe() -> str:
+    out = ["## What makes the U-Net learn fast: one lever at a time\n\n",
+           "The U-Net of the time-to-quality table trained for a fixed wall-clock budget on 2 threads with one setting "
+           "changed from the base recipe at a time (`benchmarks/unet_recipe.py`; the base and every change are listed "
+           "there). FID of 500 digits drawn with DPM-Solver++(2M) SDE and with DDIM, 50 network calls each: the "
+           "median over the seeds run, with the range in brackets. Rows are sorted by that median.\n\n"]
+    path = RESULTS / "unet_recipe.json"
+    if not path.exists():
+        return "".join(out) + _missing("unet recipe", "python benchmarks/unet_recipe.py --recipes base min_snr")
+    d = json.loads(path.read_text())
+    groups: dict = {}
+    for r in d["runs"]:
+        groups.setdefault((r["budget_s"], r["threads"], r["recipe"]), []).append(r)
+    import statistics
+
+    rows = []
+    for (budget, threads, name), rs in sorted(groups.items(), key=lambda kv: (
+            kv[0][0], statistics.median(r["fid"]["dpmpp2m_sde50"] for r in kv[1]))):
+        changed = {k: v for k, v in rs[0]["settings"].items() if d["base"].get(k) != v and not
+                   (isinstance(v, list) and list(d["base"].get(k, [])) == v)}
+        rows.append([f"`{name}`", ", ".join(f"{k}={v}" for k, v in changed.items()) or "(base)", f"{budget:g} s",
+                     len(rs), int(statistics.median(r["steps"] for r in rs)),
+                     _median_spread([r["fid"]["dpmpp2m_sde50"] for r in rs]),
+                     _median_spread([r["fid"]["ddim50"] for r in rs]),
+                     float(statistics.median(r["confidence"]["dpmpp2m_sde50"] for r in rs))])
+    out.append(_table(["recipe", "changed from the base", "budget", "seeds", "training steps",
+                       "FID DPM-Solver++(2M) SDE", "FID DDIM", "classifier confidence"], rows))
+    grids = sorted(RESULTS.glob("unet_recipe_*s.png"))
+    if grids:
+        out.append("\nFirst seed's digits (DPM-Solver++(2M) SDE, 50 calls):\n\n")
+        out += [f"- `{g.stem[len('unet_recipe_'):]}`: ![{g.stem}](../benchmarks/results/{g.name})\n" for g in grids]
+    dates = sorted(r["date"] for r in d["runs"])
+    out.append(f"\n*Measured {dates[0]} to {dates[-1]} on {d['machine']}, torch {d['torch']}; each run's command is in "
+               f"`benchmarks/results/unet_recipe.json` (e.g. `{d['runs'][0]['command']}`).*\n")
+    return "".join(out)
+
+
+def latent_to_quality() -> str:
+    out = ["## Latent diffusion, DiT and guidance on a CPU\n\n",
+           "Models trained on the 7x7x4 latents of a small autoencoder or on pixels for the same wall-clock budget on "
+           "2 threads (`benchmarks/latent_to_quality.py`, whose docstring gives every setting); the autoencoder's "
+           "own training time and its reconstruction FID (a floor under every latent model) are stated. Guidance "
+           "scale `w`: `eps_null + w (eps_label - eps_null)`, so w = 0 is unconditional and w = 1 the conditional "
+           "model; accuracy is the fraction of guided digits the shipped classifier reads as the requested one. "
+           "FID of 500 digits, DPM-Solver++(2M) SDE with 50 steps: the median over seeds with the range.\n\n"]
+    path = RESULTS / "latent_to_quality.json"
+    if not path.exists():
+        return "".join(out) + _missing("latent", "python benchmarks/latent_to_quality.py --models latent-dit")
+    import statistics
+
+    d = json.loads(path.read_text())
+    groups: dict = {}
+    for r in d["runs"]:
+        for key in r["results"]:
+            groups.setdefault((r["budget_s"], r["model"], key), []).append(r)
+    rows = []
+    for (budget, model, key), rs in sorted(groups.items()):
+        res = [r["results"][key] for r in rs]
+        ae = [r for r in rs if "ae_seconds" in r]
+        rows.append([f"`{model}`", key, f"{budget:g} s", len(rs), int(statistics.median(r["params"] for r in rs)),
+                     int(statistics.median(r["steps"] for r in rs)),
+                     (f"{statistics.median(r['ae_seconds'] for r in ae):.0f} s, FID "
+                      f"{statistics.median(r['ae_recon_fid'] for r in ae):.1f}") if ae else "-",
+                     _median_spread([x["fid"] for x in res]),
+                     f"{statistics.median(x['accuracy'] for x in res):.3f}" if "accuracy" in res[0] else "-",
+                     float(statistics.median(x["confidence"] for x in res))])
+    out.append(_table(["model", "guidance", "budget", "seeds", "parameters", "training steps",
+                       "autoencoder (training, reconstruction FID)", "FID", "requested-digit accuracy",
+                       "classifier confidence"], rows))
+    curves = [(r["model"], r["seed"], r["budget_s"], r["curve"]) for r in d["runs"] if r.get("curve")]
+    if curves:
+        out.append("\nFID of 200 digits (25 solver steps) against training seconds, per run:\n\n")
+        out.append(_table(["model", "seed", "budget", "FID at training seconds"],
+                          [[f"`{m}`", s, f"{b:g} s", ", ".join(f"{c['seconds']:.0f} s: {c['fid200']:.0f}"
+                                                                for c in cv)] for m, s, b, cv in curves]))
+    grids = sorted(RESULTS.glob("latent_*s_*.png"))
+    if grids:
+        out.append("\nFirst seed's digits (guided grids: one column per requested digit 0-9):\n\n")
+        out += [f"- `{g.stem[len('latent_'):]}`: ![{g.stem}](../benchmarks/results/{g.name})\n" for g in grids]
+    dates = sorted(r["date"] for r in d["runs"])
+    out.append(f"\n*Measured {dates[0]} to {dates[-1]} on {d['machine']}, torch {d['torch']}; each run's command is in "
+               f"`benchmarks/results/latent_to_quality.json` (e.g. `{d['runs'][0]['command']}`).*\n")
     return "".join(out)
 
 
@@ -202,7 +296,7 @@ def ddpm_fid() -> str:
 
 
 def render() -> str:
-    return "\n".join([INTRO, time_to_quality(), train_throughput(), ssl(), kernels(), gpu_check(), ddpm_fid()])
+    return "\n".join([INTRO, time_to_quality(), unet_recipe(), latent_to_quality(), train_throughput(), ssl(), kernels(), gpu_check(), ddpm_fid()])
 
 
 def main():

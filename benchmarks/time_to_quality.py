@@ -1,6 +1,6 @@
 """Time-to-quality on MNIST-5k, CPU: minidiff against denoising-diffusion-pytorch and diffusers, same wall-clock budget.
 
-    .venv/bin/python benchmarks/time_to_quality.py --budget 300 --threads 2 --samples 500
+    .venv/bin/python benchmarks/time_to_quality.py --budget 300 --threads 2 --samples 500 --seeds 0 1 2
 
 Every contender trains on the same 4,000 MNIST-5k digits for ``--budget`` seconds of wall-clock time (each in a fresh
 process limited to ``--threads`` threads), then draws ``--samples`` images, which are scored by minidiff's feature FID
@@ -8,11 +8,12 @@ against the 1,000 held-out digits (and by the digit classifier's confidence: are
 
 Contenders, each with its own documented small-image configuration:
 
-* ``minidiff``: chapter 04's DDPM U-Net of the ``cpu`` profile (``config.get_profile("cpu").ddpm``: 32 base channels,
-  2x2 patches, EMA), T = 1000 cosine schedule, cosine learning-rate decay over the wall-clock budget
-  (``TrainConfig.anneal_by_time``); sampled with DDIM, 50 network calls, and also with the 1,000-step ancestral
-  sampler, DDIM with eta = 1 and DPM-Solver++(2M) (SDE and ODE) at 50 calls, to check the sampling target (50 calls
-  within 10% of the 1,000-step FID).
+* ``minidiff``: a recipe of ``benchmarks/unet_recipe.py`` (``--recipe``, default ``min_snr``, the winner of that
+  study: the cpu-profile U-Net with 32 base channels and 2x2 patches, T = 1000 cosine schedule, eps-prediction with
+  min-SNR-5 loss weighting, EMA, the learning rate's cosine decay over the wall-clock budget; ``--recipe base`` is the
+  same without the weighting, the recipe of the runs before 2026-12-03); sampled with DDIM, 50 network calls, and
+  also with the 1,000-step ancestral sampler, DDIM with eta = 1 and DPM-Solver++(2M) (SDE and ODE) at 50 calls, to
+  check the sampling target (50 calls within 10% of the 1,000-step FID).
 * ``ddpm-pytorch``: lucidrains' ``denoising-diffusion-pytorch``, its README configuration: ``Unet(dim=64,
   dim_mults=(1, 2, 4, 8), flash_attn=True)``, ``GaussianDiffusion(timesteps=1000, sampling_timesteps=250)``, its
   ``Trainer`` defaults reproduced step for step (Adam lr 8e-5, betas (0.9, 0.99), batch 32 with 2 accumulation
@@ -37,6 +38,7 @@ import json
 import os
 import platform
 import shlex
+import statistics
 import subprocess
 import tempfile
 import sys
@@ -101,20 +103,27 @@ def worker_minidiff(args) -> dict:
     from minidiff.diffusion import ddim, ddpm, dpm_solver, schedules
     from minidiff.nets import UNet, count_parameters
     from minidiff.train import TrainConfig, train
+    from unet_recipe import recipe
 
-    D = config.get_profile("cpu").ddpm
+    R = recipe(args.recipe)
     config.seed_everything(args.seed)
     x = _digits()
-    sched = schedules.make_schedule("cosine", 1000)
-    unet = UNet(1, D.base_channels, D.channel_mults, attention=D.attention, patch=D.patch)
-    res = train(unet, lambda m, b: ddpm.ddpm_loss(m, sched, b, prediction="eps"),
-                data.TensorSampler(x, batch_size=D.batch, seed=args.seed),
-                TrainConfig(steps=10**7, lr=D.lr, warmup=D.warmup, ema_decay=D.ema_decay, max_seconds=args.budget,
+    sched = schedules.make_schedule(R["schedule"], R["T"])
+    unet = UNet(1, R["base_channels"], R["channel_mults"], num_res_blocks=R["num_res_blocks"],
+                attention=R["attention"], patch=R["patch"])
+    res = train(unet, lambda m, b: ddpm.ddpm_loss(m, sched, b, prediction=R["prediction"], weighting=R["weighting"],
+                                                  snr_gamma=R["snr_gamma"]),
+                data.TensorSampler(x, batch_size=R["batch"], seed=args.seed),
+                TrainConfig(steps=10**7, lr=R["lr"], warmup=R["warmup"], min_lr_ratio=R["min_lr_ratio"],
+                            ema_decay=R["ema_decay"], grad_clip=R["grad_clip"], max_seconds=args.budget,
                             anneal_by_time=True, seed=args.seed, progress=False))
     out = {"params": count_parameters(unet), "train_steps": res.step, "train_seconds": res.seconds,
-           "batch": D.batch, "images_per_s": res.step * D.batch / res.seconds, "config": "cpu-profile DDPM U-Net "
-           f"(base {D.base_channels}, mults {D.channel_mults}, patch {D.patch}), T=1000 cosine, lr {D.lr}, "
-           f"batch {D.batch}, EMA {D.ema_decay}"}
+           "batch": R["batch"], "images_per_s": res.step * R["batch"] / res.seconds, "config": f"recipe "
+           f"{args.recipe!r} of benchmarks/unet_recipe.py: U-Net (base {R['base_channels']}, mults "
+           f"{R['channel_mults']}, patch {R['patch']}), T={R['T']} {R['schedule']}, {R['prediction']}-prediction, "
+           f"loss weighting {R['weighting']}, lr {R['lr']}, batch {R['batch']}, EMA {R['ema_decay']}"}
+    if R["prediction"] != "eps":
+        raise SystemExit("the samplers below assume an eps-prediction recipe")
     g = torch.Generator().manual_seed(args.seed + 1)
     net = res.ema.eval()
     t0 = time.perf_counter()
@@ -249,7 +258,9 @@ def run_contender(name: str, args) -> dict:
     instead of running again, so a long benchmark can be completed contender by contender)."""
     import torch
 
-    out = CACHE / f"ttq_{name}_{args.budget:g}s_{args.samples}_seed{args.seed}_nfe{args.peer_nfe}_t{args.threads}.pt"
+    recipe = f"_{args.recipe}" if name == "minidiff" and args.recipe != "base" else ""   # base: the old cache name
+    out = CACHE / (f"ttq_{name}{recipe}_{args.budget:g}s_{args.samples}_seed{args.seed}_nfe{args.peer_nfe}"
+                   f"_t{args.threads}.pt")
     if args.reuse and out.exists():
         print(f"[{name}] reusing {out.relative_to(HERE.parent)}", flush=True)
         return torch.load(out, weights_only=False)
@@ -258,9 +269,12 @@ def run_contender(name: str, args) -> dict:
                MINIDIFF_CHECKPOINT_DIR="off", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     if name != "minidiff":
         env["PYTHONPATH"] = os.pathsep.join([str(PEERS), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    else:
+        env["PYTHONPATH"] = os.pathsep.join([str(HERE.parent), str(HERE), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     cmd = [sys.executable, __file__, "--worker", name, "--out", str(out), "--budget", str(args.budget),
            "--threads", str(args.threads), "--samples", str(args.samples), "--seed", str(args.seed),
-           "--peer-nfe", str(args.peer_nfe)] + (["--skip-ancestral"] if args.skip_ancestral else [])
+           "--peer-nfe", str(args.peer_nfe), "--recipe", args.recipe] + (["--skip-ancestral"] if args.skip_ancestral
+                                                                          else [])
     print(f"[{name}] training for {args.budget:g} s on {args.threads} thread(s), then sampling {args.samples} ...",
           flush=True)
     subprocess.run(cmd, env=env, check=True)
@@ -285,7 +299,10 @@ def main():
     ap.add_argument("--budget", type=float, default=300.0, help="training seconds per contender")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--samples", type=int, default=500)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0], help="one run per contender and seed; the table "
+                    "gives each run and the median with its spread")
+    ap.add_argument("--recipe", default="min_snr", help="minidiff's recipe (benchmarks/unet_recipe.py RECIPES)")
+    ap.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--peer-nfe", type=int, default=50, help="peer sampling steps; 0 = each library's default")
     ap.add_argument("--contenders", nargs="+", default=list(CONTENDERS), choices=CONTENDERS)
     ap.add_argument("--skip-ancestral", action="store_true", help="skip minidiff's 1,000-step reference sampling")
@@ -316,31 +333,45 @@ def main():
                  "Gaussian noise": metrics.fid(torch.randn_like(real).clamp(-1, 1), heldout)}
     rows = []
     for name in args.contenders:
-        r = run_contender(name, args)
-        samples = r.pop("samples")
-        extra = r.pop("extra_samples", {})
-        r.update(contender=name, fid=metrics.fid(samples, heldout),
-                 confidence=metrics.classifier_confidence(samples)["mean_max_prob"])
-        r["extra_fid"] = {k: metrics.fid(v, heldout) for k, v in extra.items()}
-        rows.append(r)
-        grid = HERE / "results" / f"time_to_quality_{args.budget:g}s_{name}.png"
-        _save_grid(samples[:64], grid)
-        print(f"[{name}] {r['train_steps']} steps, FID {r['fid']:.1f}; samples in {grid.relative_to(HERE.parent)}",
-              flush=True)
+        for seed in args.seeds:
+            args.seed = seed
+            r = run_contender(name, args)
+            samples = r.pop("samples")
+            extra = r.pop("extra_samples", {})
+            r.update(contender=name, seed=seed, fid=metrics.fid(samples, heldout),
+                     confidence=metrics.classifier_confidence(samples)["mean_max_prob"])
+            r["extra_fid"] = {k: metrics.fid(v, heldout) for k, v in extra.items()}
+            rows.append(r)
+            if seed == args.seeds[0]:
+                grid = HERE / "results" / f"time_to_quality_{args.budget:g}s_{name}.png"
+                _save_grid(samples[:64], grid)
+            print(f"[{name} seed {seed}] {r['train_steps']} steps, FID {r['fid']:.1f}", flush=True)
 
-    best_peer = min((r for r in rows if r["contender"] != "minidiff"), key=lambda r: r["fid"], default=None)
-    md = next((r for r in rows if r["contender"] == "minidiff"), None)
+    # one line per contender: the median over seeds (and the extra samplers' medians for minidiff)
+    med = {}
+    for name in args.contenders:
+        rs = [r for r in rows if r["contender"] == name]
+        m = dict(rs[0], fid=statistics.median(r["fid"] for r in rs), fid_range=[min(r["fid"] for r in rs),
+                 max(r["fid"] for r in rs)], seeds=[r["seed"] for r in rs])
+        m["extra_fid"] = {k: statistics.median(r["extra_fid"][k] for r in rs) for k in rs[0]["extra_fid"]}
+        med[name] = m
+    best_peer = min((m for n, m in med.items() if n != "minidiff"), key=lambda m: m["fid"], default=None)
+    md = med.get("minidiff")
     print(f"\nTime to quality: {args.budget:g} s of training on {args.threads} CPU thread(s), {args.samples} samples, "
           f"feature FID against 1,000 held-out MNIST-5k digits (lower is better)\n")
-    head = (f"{'contender':<14}{'params':>10}{'steps':>8}{'img/s':>8}{'sampler':>34}{'NFE':>6}{'sample s':>10}"
-            f"{'FID':>9}{'conf':>7}")
+    head = (f"{'contender':<14}{'seed':>5}{'params':>10}{'steps':>8}{'img/s':>8}{'sampler':>34}{'NFE':>6}"
+            f"{'sample s':>10}{'FID':>9}{'conf':>7}")
     print(head)
     print("-" * len(head))
     for r in rows:
-        print(f"{r['contender']:<14}{r['params']:>10,}{r['train_steps']:>8}{r['images_per_s']:>8.0f}{r['sampler']:>34}"
-              f"{r['nfe']:>6}{r['sample_seconds']:>10.1f}{r['fid']:>9.1f}{r['confidence']:>7.2f}")
+        print(f"{r['contender']:<14}{r['seed']:>5}{r['params']:>10,}{r['train_steps']:>8}{r['images_per_s']:>8.0f}"
+              f"{r['sampler']:>34}{r['nfe']:>6}{r['sample_seconds']:>10.1f}{r['fid']:>9.1f}{r['confidence']:>7.2f}")
+    if len(args.seeds) > 1:
+        for name, m in med.items():
+            print(f"{name + ' median':<14}{'':>79}{m['fid']:>9.1f}  (range {m['fid_range'][0]:.1f}-"
+                  f"{m['fid_range'][1]:.1f})")
     for k, v in baselines.items():
-        print(f"{'(' + k + ')':<48}{'':>32}{v:>9.1f}")
+        print(f"{'(' + k + ')':<48}{'':>37}{v:>9.1f}")
     summary = {}
     if md and best_peer:
         summary["fid_ratio_best_peer_over_minidiff"] = best_peer["fid"] / md["fid"]
@@ -363,7 +394,7 @@ def main():
         "command": "python benchmarks/time_to_quality.py " + shlex.join(_without_note(sys.argv[1:])),
         "machine": _machine(args.threads),
         "torch": torch.__version__, "peers": peer_versions(), "budget_s": args.budget, "n_samples": args.samples,
-        "rows": rows, "baselines_fid": baselines, "summary": summary, "note": args.note}, indent=2,
+        "seeds": args.seeds, "recipe": args.recipe, "rows": rows, "baselines_fid": baselines, "summary": summary, "note": args.note}, indent=2,
         default=float))
     print(f"wrote {out}")
 

@@ -32,7 +32,7 @@ RESULTS = HERE / "results" / "unet_recipe.json"
 # the recipe of benchmarks/time_to_quality.py before this study: chapter 04's cpu-profile U-Net at T = 1000
 BASE = dict(T=1000, schedule="cosine", prediction="eps", weighting="none", snr_gamma=5.0, base_channels=32,
             channel_mults=(1, 2), patch=2, attention=False, num_res_blocks=1, batch=64, lr=2e-3, warmup=100,
-            min_lr_ratio=0.1, ema_decay=0.995, grad_clip=1.0)
+            min_lr_ratio=0.1, ema_decay=0.995, grad_clip=1.0, net="minidiff")
 
 RECIPES = {
     "base": {},
@@ -40,6 +40,8 @@ RECIPES = {
     "v": dict(prediction="v"),
     "v_min_snr": dict(prediction="v", weighting="min_snr"),
     "x0_min_snr": dict(prediction="x0", weighting="min_snr"),
+    "gamma_2": dict(snr_gamma=2.0),
+    "gamma_10": dict(snr_gamma=10.0),
     "lr_3e-3": dict(lr=3e-3),
     "lr_1e-3": dict(lr=1e-3),
     "batch_32": dict(batch=32),
@@ -51,6 +53,9 @@ RECIPES = {
     "mults_122": dict(channel_mults=(1, 2, 2)),
     "T_200": dict(T=200),
     "min_lr_0": dict(min_lr_ratio=0.0),
+    # the same recipe on diffusers' UNet2DModel of about the same size (block channels (32, 64), one ResNet block per
+    # level, no attention, on the same 2x2 space-to-depth input): what the implementation buys, recipe held fixed
+    "diffusers_net": dict(net="diffusers"),
 }
 
 
@@ -62,6 +67,29 @@ def recipe(name: str) -> dict:
             raise SystemExit(f"unknown recipe {part!r}; known: {', '.join(RECIPES)}")
         out.update(RECIPES[part])
     return out
+
+
+def DiffusersUNet(R: dict):
+    """diffusers' ``UNet2DModel`` behind minidiff's ``model(x, t)`` call, on the same 2x2 space-to-depth input."""
+    import torch.nn.functional as F
+    from diffusers import UNet2DModel
+    from torch import nn
+
+    p, n = R["patch"], len(R["channel_mults"])
+
+    class Wrapped(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = UNet2DModel(sample_size=28 // p, in_channels=p * p, out_channels=p * p,
+                                   layers_per_block=R["num_res_blocks"],
+                                   block_out_channels=tuple(R["base_channels"] * m for m in R["channel_mults"]),
+                                   down_block_types=("DownBlock2D",) * n, up_block_types=("UpBlock2D",) * n,
+                                   norm_num_groups=8)
+
+        def forward(self, x, t):
+            return F.pixel_shuffle(self.net(F.pixel_unshuffle(x, p), t).sample, p)
+
+    return Wrapped()
 
 
 def worker(name: str, seed: int, budget: float, samples: int) -> dict:
@@ -76,8 +104,11 @@ def worker(name: str, seed: int, budget: float, samples: int) -> dict:
     config.seed_everything(seed)
     x = data.load_images("mnist5k", "train", profile="cpu").x
     sched = schedules.make_schedule(R["schedule"], R["T"])
-    net = UNet(1, R["base_channels"], R["channel_mults"], num_res_blocks=R["num_res_blocks"],
-               attention=R["attention"], patch=R["patch"])
+    if R["net"] == "diffusers":
+        net = DiffusersUNet(R)
+    else:
+        net = UNet(1, R["base_channels"], R["channel_mults"], num_res_blocks=R["num_res_blocks"],
+                   attention=R["attention"], patch=R["patch"])
 
     def loss(m, b):
         return ddpm.ddpm_loss(m, sched, b, prediction=R["prediction"], weighting=R["weighting"],
@@ -120,7 +151,12 @@ def _load() -> list[dict]:
 def _save(runs: list[dict]) -> None:
     RESULTS.parent.mkdir(exist_ok=True)
     tmp = RESULTS.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"benchmark": "unet_recipe", "base": BASE, "recipes": RECIPES, "runs": runs},
+    import platform
+
+    import torch
+
+    tmp.write_text(json.dumps({"benchmark": "unet_recipe", "machine": _machine(), "torch": torch.__version__,
+                               "python": platform.python_version(), "base": BASE, "recipes": RECIPES, "runs": runs},
                               indent=1, default=list))
     os.replace(tmp, RESULTS)
 
@@ -165,7 +201,11 @@ def main():
         torch.save(r, args.out)
         return
     for name in args.recipes:
-        recipe(name)                                            # unknown names fail before any training
+        if recipe(name)["net"] == "diffusers":                 # unknown names fail before any training
+            sys.path.insert(0, str(HERE))
+            from time_to_quality import ensure_peers
+
+            ensure_peers()                                      # diffusers into benchmarks/.peers (first run only)
     for name in args.recipes:
         for seed in args.seeds:
             import torch
@@ -173,7 +213,8 @@ def main():
             out = HERE / ".cache" / f"unet_recipe_{name}_{seed}_{args.budget:g}_{args.threads}.pt"
             out.parent.mkdir(exist_ok=True)
             env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),
-                       MINIDIFF_CHECKPOINT_DIR="off", PYTHONPATH=str(HERE.parent))
+                       MINIDIFF_CHECKPOINT_DIR="off", HF_HUB_OFFLINE="1",
+                       PYTHONPATH=os.pathsep.join([str(HERE.parent), str(HERE / ".peers" / "site")]))
             print(f"[{name} seed {seed}] training {args.budget:g} s on {args.threads} thread(s) ...", flush=True)
             subprocess.run([sys.executable, __file__, "--worker", name, "--seeds", str(seed), "--budget",
                             str(args.budget), "--threads", str(args.threads), "--samples", str(args.samples),
@@ -181,13 +222,29 @@ def main():
             r = torch.load(out, weights_only=False)
             grid = r.pop("_samples")
             _save_grid(grid, HERE / ".cache" / f"unet_recipe_{name}_{seed}_{args.budget:g}.png")
+            if seed == min(args.seeds):                          # the page shows the first seed's digits
+                _save_grid(grid, HERE / "results" / f"unet_recipe_{name}_{args.budget:g}s.png")
             r["date"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+            r["command"] = (f"python benchmarks/unet_recipe.py --recipes {name} --seeds {seed} --budget "
+                            f"{args.budget:g} --threads {args.threads} --samples {args.samples}")
             runs = [q for q in _load() if (q["recipe"], q["seed"], q["budget_s"], q["threads"])
                     != (name, seed, args.budget, args.threads)] + [r]
             _save(runs)
             print(f"[{name} seed {seed}] {r['steps']} steps, FID dpm++ {r['fid']['dpmpp2m_sde50']:.1f}, "
                   f"ddim {r['fid']['ddim50']:.1f}, conf {r['confidence']['dpmpp2m_sde50']:.2f}", flush=True)
     print(table(_load()))
+
+
+def _machine() -> str:
+    import platform
+
+    cpu = platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, {platform.system()}"
 
 
 def _save_grid(x, path: Path) -> None:

@@ -121,3 +121,43 @@ def test_gpu_check_section(render_results, tmp_path, monkeypatch):
                  "data `benchmarks/results/gpu_check.json`"):
         assert text in section, text
     assert section in render_results.render()
+
+
+def _recipe_run(recipe, seed, fid, steps=1000, **settings):
+    base = dict(T=1000, prediction="eps", weighting="none", lr=0.002)
+    return dict(recipe=recipe, seed=seed, budget_s=300.0, threads=2, params=1000, steps=steps, train_seconds=300.0,
+                final_loss=0.1, settings={**base, **settings}, fid={"dpmpp2m_sde50": fid, "ddim50": fid + 10},
+                confidence={"dpmpp2m_sde50": 0.9, "ddim50": 0.8}, sample_seconds={}, date=f"2026-12-0{seed + 1}T00:00",
+                command=f"python benchmarks/unet_recipe.py --recipes {recipe} --seeds {seed}")
+
+
+def test_recipe_section_gives_median_and_spread_over_seeds(render_results, tmp_path, monkeypatch):
+    monkeypatch.setattr(render_results, "RESULTS", tmp_path)
+    assert "python benchmarks/unet_recipe.py" in render_results.unet_recipe()       # says how to produce it
+    runs = [_recipe_run("base", s, f) for s, f in ((0, 41.0), (1, 45.5), (2, 39.0))]
+    runs += [_recipe_run("min_snr", s, f, weighting="min_snr") for s, f in ((0, 30.25), (1, 28.0), (2, 33.5))]
+    (tmp_path / "unet_recipe.json").write_text(json.dumps(dict(
+        machine="Test CPU, 2 cores", torch="9.9", base=dict(T=1000, prediction="eps", weighting="none", lr=0.002),
+        recipes={}, runs=runs)))
+    section = render_results.unet_recipe()
+    lines = [line for line in section.splitlines() if line.startswith("| `")]
+    assert lines[0].startswith("| `min_snr` | weighting=min_snr | 300 s | 3 | 1,000 | 30.2 (28.0-33.5) | 40.2 (38.0-43.5)")
+    assert lines[1].startswith("| `base` | (base) | 300 s | 3 | 1,000 | 41.0 (39.0-45.5) |")
+    assert "2026-12-01T00:00 to 2026-12-03T00:00 on Test CPU, 2 cores" in section
+    assert section in render_results.render()
+
+
+def test_latent_section_states_autoencoder_time_and_accuracy(render_results, tmp_path, monkeypatch):
+    monkeypatch.setattr(render_results, "RESULTS", tmp_path)
+    assert "python benchmarks/latent_to_quality.py" in render_results.latent_to_quality()
+    run = dict(model="latent-unet-guided", seed=0, budget_s=300.0, threads=2, params=5000, steps=4321,
+               ae_seconds=61.5, ae_recon_fid=3.25, date="2026-12-03T01:02", command="python benchmarks/x.py",
+               results={"w=1": {"fid": 35.5, "accuracy": 0.875, "confidence": 0.9},
+                        "w=3": {"fid": 48.25, "accuracy": 0.984, "confidence": 0.97}},
+               curve=[{"step": 100, "seconds": 75.0, "fid200": 300.4}, {"step": 4321, "seconds": 300.0, "fid200": 60.6}])
+    (tmp_path / "latent_to_quality.json").write_text(json.dumps(dict(machine="Test CPU", torch="9.9", runs=[run])))
+    section = render_results.latent_to_quality()
+    for text in ("| `latent-unet-guided` | w=1 | 300 s | 1 | 5,000 | 4,321 | 62 s, FID 3.2 | 35.5 | 0.875 |",
+                 "| `latent-unet-guided` | w=3 | 300 s | 1 | 5,000 | 4,321 | 62 s, FID 3.2 | 48.2 | 0.984 |",
+                 "75 s: 300, 300 s: 61", "on Test CPU, torch 9.9"):
+        assert text in section, text

@@ -85,7 +85,8 @@ class TrainConfig:
 
 
 #: the fields of TrainConfig that a chapter config may carry under the same name (and meaning)
-TRAIN_FIELDS = ("steps", "max_seconds", "lr", "weight_decay", "warmup", "grad_clip", "ema_decay", "eval_every")
+TRAIN_FIELDS = ("steps", "max_seconds", "lr", "weight_decay", "warmup", "grad_clip", "ema_decay", "eval_every",
+                "anneal_by_time")
 
 
 def _budget(steps: int, max_seconds: float | None) -> str:
@@ -128,6 +129,8 @@ class Trains(Section):
             text += f", wd {c.weight_decay:g}"
         if c.warmup:
             text += f", warmup {c.warmup}"
+        if c.anneal_by_time and c.max_seconds:
+            text += ", lr decay by the clock"
         return text + (f", EMA {c.ema_decay:g}" if c.ema_decay is not None else ", no EMA")
 
     def _summary_fields(self) -> dict:
@@ -164,13 +167,17 @@ class ImageDiffusionConfig(Trains):
     whichever comes first. ``n_samples`` images are generated for FID/KID.
     """
 
-    _SUMMARY = ("{dataset} | T={T} {schedule} {prediction} | UNet {base_channels}x({channel_mults}), "
-                "attention={attention}, patch {patch} | {training} | {n_samples} samples")
+    _SUMMARY = ("{dataset} | T={T} {schedule} {prediction}, loss weighting {weighting} | UNet {base_channels}x"
+                "({channel_mults}), attention={attention}, patch {patch} | {training} | {n_samples} samples")
 
     dataset: str = "mnist5k"
     T: int = 1000
     schedule: str = "cosine"
     prediction: str = "eps"
+    # loss weighting over noise levels (ddpm.loss_weight): "none" is Ho et al.'s eq. 14, "min_snr" min-SNR-5
+    weighting: str = "none"
+    # with max_seconds: the learning rate's cosine decay follows the clock (TrainConfig.anneal_by_time)
+    anneal_by_time: bool = False
     base_channels: int = 32
     channel_mults: tuple[int, ...] = (1, 2, 2)
     attention: bool = True
