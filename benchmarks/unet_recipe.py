@@ -53,6 +53,7 @@ RECIPES = {
     "mults_122": dict(channel_mults=(1, 2, 2)),
     "T_200": dict(T=200),
     "min_lr_0": dict(min_lr_ratio=0.0),
+    "warmup_20": dict(warmup=20),
     # the same recipe on diffusers' UNet2DModel of about the same size (block channels (32, 64), one ResNet block per
     # level, no attention, on the same 2x2 space-to-depth input): what the implementation buys, recipe held fixed
     "diffusers_net": dict(net="diffusers"),

@@ -49,7 +49,7 @@ def test_tables_carry_the_json_numbers(render_results, tmp_path, monkeypatch):
                  "2026-01-02T03:04:05+00:00", "Test CPU, 2 cores", "`python benchmarks/time_to_quality.py --budget 300`",
                  "diffusers 0.1", "= 1.07"):
         assert text in page, text
-    assert "Not measured yet" not in page.split("## Training throughput")[0]   # gone once there is data
+    assert "Not measured yet" not in page.split("## What makes")[0]   # gone once there is data
 
 
 def test_chapter05_quotes_the_benchmark_json():
@@ -161,3 +161,18 @@ def test_latent_section_states_autoencoder_time_and_accuracy(render_results, tmp
                  "| `latent-unet-guided` | w=3 | 300 s | 1 | 5,000 | 4,321 | 62 s, FID 3.2 | 48.2 | 0.984 |",
                  "75 s: 300, 300 s: 61", "on Test CPU, torch 9.9"):
         assert text in section, text
+
+
+def test_chapter04_quotes_the_recipe_study():
+    """Chapter 04's min-SNR paragraph quotes the median FID (and range) of the base and min-SNR recipes from
+    benchmarks/results/unet_recipe.json; the sentence must match the JSON."""
+    import statistics
+
+    src = "".join("".join(c["source"]) for c in json.loads((ROOT / "chapters" / "04_ddpm.ipynb").read_text())["cells"]
+                  if c["cell_type"] == "markdown")
+    runs = json.loads((ROOT / "benchmarks" / "results" / "unet_recipe.json").read_text())["runs"]
+    for name in ("base", "min_snr"):
+        f = sorted(r["fid"]["dpmpp2m_sde50"] for r in runs if r["recipe"] == name and r["budget_s"] == 300)
+        assert len(f) >= 3, f"the chapter's claim needs 3 seeds of {name}"
+        want = f"{statistics.median(f):.1f} ({f[0]:.1f}-{f[-1]:.1f}, {len(f)} seeds)"
+        assert want in src, f"chapter 04 should quote {name} as {want}"

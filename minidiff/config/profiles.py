@@ -99,8 +99,8 @@ CPU = Profile(
 CI = derive(
     CPU, name="ci", description="CI / quick check: offline data, tiny models, every chapter under 60 s on 2 CPU cores",
     toy=dict(n_points=4096, hidden=64, depth=2, batch=256, steps=550, lr=3e-3, n_samples=1000),
-    ddpm=dict(T=50, base_channels=16, steps=350, max_seconds=None, lr=3e-3, warmup=30, ema_decay=0.99, n_samples=250,
-              sample_batch=250),
+    ddpm=dict(T=50, base_channels=16, steps=350, max_seconds=None, anneal_by_time=False, lr=3e-3, warmup=30,
+              ema_decay=0.99, n_samples=250, sample_batch=250),
     ssl=dict(width=16, steps=75, max_seconds=None, moco_steps=60, moco_max_seconds=None, embedding_2d="pca"),
     rotation=dict(width=16, steps=90, max_seconds=None),
     vae=dict(width=16, steps=240, max_seconds=None, lr=3e-3),
