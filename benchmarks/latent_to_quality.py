@@ -40,6 +40,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from unet_recipe import machine, save_grid  # noqa: E402  (one grid and machine format)
 RESULTS = HERE / "results" / "latent_to_quality.json"
 CACHE = HERE / ".cache"
 
@@ -195,9 +196,8 @@ def _save(runs: list[dict]) -> None:
     tmp = RESULTS.with_suffix(".tmp")
     import torch
 
-    from unet_recipe import _machine
 
-    tmp.write_text(json.dumps({"benchmark": "latent_to_quality", "machine": _machine(), "torch": torch.__version__,
+    tmp.write_text(json.dumps({"benchmark": "latent_to_quality", "machine": machine(), "torch": torch.__version__,
                                "autoencoder": AE, "common": COMMON, "models": MODELS, "runs": runs}, indent=1,
                               default=list))
     os.replace(tmp, RESULTS)
@@ -261,9 +261,9 @@ def main():
                            check=True)
             r = torch.load(out, weights_only=False)
             for key, s in r.pop("_samples").items():
-                _save_grid(s, CACHE / f"latent_{name}_{seed}_{args.budget:g}_{key}.png")
+                save_grid(s, CACHE / f"latent_{name}_{seed}_{args.budget:g}_{key}.png")
                 if seed == min(args.seeds):                      # the page shows the first seed's digits
-                    _save_grid(s, HERE / "results" / f"latent_{name}_{args.budget:g}s_{key}.png")
+                    save_grid(s, HERE / "results" / f"latent_{name}_{args.budget:g}s_{key}.png")
             r["date"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
             r["command"] = (f"python benchmarks/latent_to_quality.py --models {name} --seeds {seed} --budget "
                             f"{args.budget:g} --ae-seconds {args.ae_seconds:g} --threads {args.threads} --samples "
@@ -277,17 +277,6 @@ def main():
                 for k, v in r["results"].items()) + "; curve " + ", ".join(
                 f"{c['seconds']:.0f}s {c['fid200']:.0f}" for c in r["curve"]), flush=True)
     print(table(_load()))
-
-
-def _save_grid(x, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import torchvision
-
-    grid = torchvision.utils.make_grid((x + 1) / 2, nrow=10 if x.shape[0] == 100 else 8, padding=1)[0]
-    plt.imsave(path, grid.numpy(), cmap="gray", vmin=0, vmax=1)
 
 
 if __name__ == "__main__":

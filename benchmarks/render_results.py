@@ -128,13 +128,22 @@ def unet_recipe() -> str:
                      float(statistics.median(r["confidence"]["dpmpp2m_sde50"] for r in rs))])
     out.append(_table(["recipe", "changed from the base", "budget", "seeds", "training steps",
                        "FID DPM-Solver++(2M) SDE", "FID DDIM", "classifier confidence"], rows))
-    grids = sorted(RESULTS.glob("unet_recipe_*s.png"))
+    out.append(_grids_and_provenance(d, "unet_recipe", "unet_recipe_*s.png",
+                                     "First seed's digits (DPM-Solver++(2M) SDE, 50 calls)"))
+    return "".join(out)
+
+
+def _grids_and_provenance(d: dict, name: str, pattern: str, caption: str) -> str:
+    """The sample grids ``benchmarks/results/<pattern>`` as a list, then when, where and how the runs were made."""
+    out = []
+    grids = sorted(RESULTS.glob(pattern))
     if grids:
-        out.append("\nFirst seed's digits (DPM-Solver++(2M) SDE, 50 calls):\n\n")
-        out += [f"- `{g.stem[len('unet_recipe_'):]}`: ![{g.stem}](../benchmarks/results/{g.name})\n" for g in grids]
+        out.append(f"\n{caption}:\n\n")
+        prefix = pattern.split("*")[0]
+        out += [f"- `{g.stem[len(prefix):]}`: ![{g.stem}](../benchmarks/results/{g.name})\n" for g in grids]
     dates = sorted(r["date"] for r in d["runs"])
     out.append(f"\n*Measured {dates[0]} to {dates[-1]} on {d['machine']}, torch {d['torch']}; each run's command is in "
-               f"`benchmarks/results/unet_recipe.json` (e.g. `{d['runs'][0]['command']}`).*\n")
+               f"`benchmarks/results/{name}.json` (e.g. `{d['runs'][0]['command']}`).*\n")
     return "".join(out)
 
 
@@ -176,13 +185,8 @@ def latent_to_quality() -> str:
         out.append(_table(["model", "seed", "budget", "FID at training seconds"],
                           [[f"`{m}`", s, f"{b:g} s", ", ".join(f"{c['seconds']:.0f} s: {c['fid200']:.0f}"
                                                                 for c in cv)] for m, s, b, cv in curves]))
-    grids = sorted(RESULTS.glob("latent_*s_*.png"))
-    if grids:
-        out.append("\nFirst seed's digits (guided grids: one column per requested digit 0-9):\n\n")
-        out += [f"- `{g.stem[len('latent_'):]}`: ![{g.stem}](../benchmarks/results/{g.name})\n" for g in grids]
-    dates = sorted(r["date"] for r in d["runs"])
-    out.append(f"\n*Measured {dates[0]} to {dates[-1]} on {d['machine']}, torch {d['torch']}; each run's command is in "
-               f"`benchmarks/results/latent_to_quality.json` (e.g. `{d['runs'][0]['command']}`).*\n")
+    out.append(_grids_and_provenance(d, "latent_to_quality", "latent_*s_*.png",
+                                     "First seed's digits (guided grids: one column per requested digit 0-9)"))
     return "".join(out)
 
 

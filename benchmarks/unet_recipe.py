@@ -156,7 +156,7 @@ def _save(runs: list[dict]) -> None:
 
     import torch
 
-    tmp.write_text(json.dumps({"benchmark": "unet_recipe", "machine": _machine(), "torch": torch.__version__,
+    tmp.write_text(json.dumps({"benchmark": "unet_recipe", "machine": machine(), "torch": torch.__version__,
                                "python": platform.python_version(), "base": BASE, "recipes": RECIPES, "runs": runs},
                               indent=1, default=list))
     os.replace(tmp, RESULTS)
@@ -222,9 +222,9 @@ def main():
                             "--out", str(out)], env=env, check=True)
             r = torch.load(out, weights_only=False)
             grid = r.pop("_samples")
-            _save_grid(grid, HERE / ".cache" / f"unet_recipe_{name}_{seed}_{args.budget:g}.png")
+            save_grid(grid, HERE / ".cache" / f"unet_recipe_{name}_{seed}_{args.budget:g}.png")
             if seed == min(args.seeds):                          # the page shows the first seed's digits
-                _save_grid(grid, HERE / "results" / f"unet_recipe_{name}_{args.budget:g}s.png")
+                save_grid(grid, HERE / "results" / f"unet_recipe_{name}_{args.budget:g}s.png")
             r["date"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
             r["command"] = (f"python benchmarks/unet_recipe.py --recipes {name} --seeds {seed} --budget "
                             f"{args.budget:g} --threads {args.threads} --samples {args.samples}")
@@ -236,7 +236,7 @@ def main():
     print(table(_load()))
 
 
-def _machine() -> str:
+def machine() -> str:
     import platform
 
     cpu = platform.machine()
@@ -248,14 +248,15 @@ def _machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, {platform.system()}"
 
 
-def _save_grid(x, path: Path) -> None:
+def save_grid(x, path: Path) -> None:
+    """Images in [-1, 1] as one PNG, 10 per row for 100 images (a guided 0-9 grid), else 8."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import torchvision
 
-    grid = torchvision.utils.make_grid((x + 1) / 2, nrow=8, padding=1)[0]
+    grid = torchvision.utils.make_grid((x + 1) / 2, nrow=10 if x.shape[0] == 100 else 8, padding=1)[0]
     plt.imsave(path, grid.numpy(), cmap="gray", vmin=0, vmax=1)
 
 

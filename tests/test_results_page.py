@@ -176,3 +176,14 @@ def test_chapter04_quotes_the_recipe_study():
         assert len(f) >= 3, f"the chapter's claim needs 3 seeds of {name}"
         want = f"{statistics.median(f):.1f} ({f[0]:.1f}-{f[-1]:.1f}, {len(f)} seeds)"
         assert want in src, f"chapter 04 should quote {name} as {want}"
+
+
+def test_recipe_names_compose_and_unknown_ones_are_refused():
+    spec = importlib.util.spec_from_file_location("unet_recipe", ROOT / "benchmarks" / "unet_recipe.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    r = mod.recipe("min_snr+lr_3e-3")
+    assert (r["weighting"], r["lr"], r["prediction"]) == ("min_snr", 3e-3, "eps")
+    assert mod.recipe("base") == mod.BASE and mod.BASE["weighting"] == "none"
+    with pytest.raises(SystemExit, match="unknown recipe 'min-snr'"):
+        mod.recipe("min-snr")
