@@ -14,7 +14,8 @@ curve of FID against training seconds (evaluation time is not training time). At
 digits with DPM-Solver++(2M) SDE at 50 network calls (50 guided calls count once per step, the guided batch being
 doubled), scored by minidiff's feature FID against the 1,000 held-out digits and by the shipped classifier.
 
-Models (``MODELS``): ``latent-dit`` (DiT-Mini/1: 49 tokens of the 7x7x4 latent), ``latent-unet`` (a U-Net at one
+Models (``MODELS``): ``latent-dit`` (DiT-Mini/1: 49 tokens of the 7x7x4 latent; ``latent-dit-b64`` the same at batch
+64), ``latent-unet`` (a U-Net at one
 resolution, 7x7), ``pixel-dit`` (DiT-Mini/4 on pixels: 49 tokens of 4x4 pixels), and the class-conditional
 ``latent-unet-guided`` / ``pixel-unet-guided`` (labels dropped with probability 0.1 for classifier-free guidance). The
 guidance scale ``w`` follows Ho & Salimans' eq. 6 as ``minidiff.diffusion.guidance.guided`` computes it:
@@ -47,6 +48,8 @@ CACHE = HERE / ".cache"
 AE = dict(latent_channels=4, width=32, batch=64, lr=2e-3, kl_weight=1e-3)
 MODELS = {
     "latent-dit": dict(kind="dit", space="latent", size="DiT-Mini", patch=1, batch=128, lr=1e-3, guided=False),
+    # the same DiT at half the batch: twice the steps in the same seconds (a DiT step is the costly part on a CPU)
+    "latent-dit-b64": dict(kind="dit", space="latent", size="DiT-Mini", patch=1, batch=64, lr=1e-3, guided=False),
     "latent-unet": dict(kind="unet", space="latent", base_channels=64, batch=128, lr=2e-3, guided=False),
     "pixel-dit": dict(kind="dit", space="pixel", size="DiT-Mini", patch=4, batch=128, lr=1e-3, guided=False),
     "latent-unet-guided": dict(kind="unet", space="latent", base_channels=64, batch=128, lr=2e-3, guided=True),
