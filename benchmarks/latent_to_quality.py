@@ -41,7 +41,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from unet_recipe import machine, save_grid  # noqa: E402  (one grid and machine format)
+from unet_recipe import load_runs, record_run, save_grid  # noqa: E402  (one grid and machine format)
 RESULTS = HERE / "results" / "latent_to_quality.json"
 CACHE = HERE / ".cache"
 
@@ -191,19 +191,7 @@ def worker_model(name: str, seed: int, budget: float, samples: int, ae_seconds: 
 
 
 def _load() -> list[dict]:
-    return json.loads(RESULTS.read_text())["runs"] if RESULTS.exists() else []
-
-
-def _save(runs: list[dict]) -> None:
-    RESULTS.parent.mkdir(exist_ok=True)
-    tmp = RESULTS.with_suffix(".tmp")
-    import torch
-
-
-    tmp.write_text(json.dumps({"benchmark": "latent_to_quality", "machine": machine(), "torch": torch.__version__,
-                               "autoencoder": AE, "common": COMMON, "models": MODELS, "runs": runs}, indent=1,
-                              default=list))
-    os.replace(tmp, RESULTS)
+    return load_runs(RESULTS)
 
 
 def table(runs: list[dict]) -> str:
@@ -272,9 +260,8 @@ def main():
                             f"{args.budget:g} --ae-seconds {args.ae_seconds:g} --threads {args.threads} --samples "
                             f"{args.samples}" + (f" --scales {' '.join(f'{w:g}' for w in args.scales)}"
                                                   if MODELS[name]["guided"] else ""))
-            runs = [q for q in _load() if (q["model"], q["seed"], q["budget_s"], q["threads"])
-                    != (name, seed, args.budget, args.threads)] + [r]
-            _save(runs)
+            record_run(RESULTS, r, ("model", "seed", "budget_s", "threads"), {
+                "benchmark": "latent_to_quality", "autoencoder": AE, "common": COMMON, "models": MODELS})
             print(f"[{name} seed {seed}] {r['steps']} steps; " + ", ".join(
                 f"{k}: FID {v['fid']:.1f}" + (f" acc {v['accuracy']:.2f}" if "accuracy" in v else "")
                 for k, v in r["results"].items()) + "; curve " + ", ".join(

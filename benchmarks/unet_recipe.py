@@ -145,21 +145,29 @@ def worker(name: str, seed: int, budget: float, samples: int) -> dict:
     return out
 
 
-def _load() -> list[dict]:
-    return json.loads(RESULTS.read_text())["runs"] if RESULTS.exists() else []
+def load_runs(path: Path) -> list[dict]:
+    """The runs recorded in a benchmark's JSON (none before the first)."""
+    return json.loads(path.read_text())["runs"] if path.exists() else []
 
 
-def _save(runs: list[dict]) -> None:
-    RESULTS.parent.mkdir(exist_ok=True)
-    tmp = RESULTS.with_suffix(".tmp")
+def record_run(path: Path, run: dict, key: tuple[str, ...], header: dict) -> list[dict]:
+    """Add ``run`` to the JSON at ``path`` (replacing a run equal on the fields ``key``), with ``header`` and the
+    machine, torch and Python versions, written atomically; returns all runs."""
     import platform
 
     import torch
 
-    tmp.write_text(json.dumps({"benchmark": "unet_recipe", "machine": machine(), "torch": torch.__version__,
-                               "python": platform.python_version(), "base": BASE, "recipes": RECIPES, "runs": runs},
-                              indent=1, default=list))
-    os.replace(tmp, RESULTS)
+    runs = [q for q in load_runs(path) if tuple(q[k] for k in key) != tuple(run[k] for k in key)] + [run]
+    path.parent.mkdir(exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({**header, "machine": machine(), "torch": torch.__version__,
+                               "python": platform.python_version(), "runs": runs}, indent=1, default=list))
+    os.replace(tmp, path)
+    return runs
+
+
+def _load() -> list[dict]:
+    return load_runs(RESULTS)
 
 
 def table(runs: list[dict], budget: float | None = None) -> str:
@@ -228,9 +236,8 @@ def main():
             r["date"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
             r["command"] = (f"python benchmarks/unet_recipe.py --recipes {name} --seeds {seed} --budget "
                             f"{args.budget:g} --threads {args.threads} --samples {args.samples}")
-            runs = [q for q in _load() if (q["recipe"], q["seed"], q["budget_s"], q["threads"])
-                    != (name, seed, args.budget, args.threads)] + [r]
-            _save(runs)
+            record_run(RESULTS, r, ("recipe", "seed", "budget_s", "threads"),
+                       {"benchmark": "unet_recipe", "base": BASE, "recipes": RECIPES})
             print(f"[{name} seed {seed}] {r['steps']} steps, FID dpm++ {r['fid']['dpmpp2m_sde50']:.1f}, "
                   f"ddim {r['fid']['ddim50']:.1f}, conf {r['confidence']['dpmpp2m_sde50']:.2f}", flush=True)
     print(table(_load()))

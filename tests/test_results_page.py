@@ -187,3 +187,16 @@ def test_recipe_names_compose_and_unknown_ones_are_refused():
     assert mod.recipe("base") == mod.BASE and mod.BASE["weighting"] == "none"
     with pytest.raises(SystemExit, match="unknown recipe 'min-snr'"):
         mod.recipe("min-snr")
+
+
+def test_a_rerun_replaces_its_row_and_keeps_the_others(tmp_path):
+    spec = importlib.util.spec_from_file_location("unet_recipe", ROOT / "benchmarks" / "unet_recipe.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    path, key = tmp_path / "r.json", ("recipe", "seed")
+    mod.record_run(path, dict(recipe="a", seed=0, fid=1.0), key, {"benchmark": "x"})
+    mod.record_run(path, dict(recipe="a", seed=1, fid=2.0), key, {"benchmark": "x"})
+    mod.record_run(path, dict(recipe="a", seed=0, fid=3.0), key, {"benchmark": "x"})
+    d = json.loads(path.read_text())
+    assert sorted((r["seed"], r["fid"]) for r in d["runs"]) == [(0, 3.0), (1, 2.0)]
+    assert d["benchmark"] == "x" and d["machine"] and d["torch"] and not (tmp_path / "r.tmp").exists()
