@@ -11,7 +11,7 @@ Equations (numbers are Ho et al. 2020 unless stated):
   :math:`x_{t-1} = \frac{1}{\sqrt{\alpha_t}}\big(x_t - \frac{\beta_t}{\sqrt{1-\bar\alpha_t}}\epsilon_\theta\big) + \sigma_t z`,
   with :math:`\sigma_t^2 = \tilde\beta_t` ("fixed small") and no noise at the last step.
 - v-prediction (Salimans & Ho 2022, sec. 4): :math:`v = \sqrt{\bar\alpha_t}\,\epsilon - \sqrt{1-\bar\alpha_t}\,x_0`.
-- Min-SNR-:math:`\gamma` weighting (Hang et al. 2023, eq. 8): each target's squared error equals
+- Min-SNR-:math:`\gamma` weighting (Hang et al. 2023): each target's squared error equals
   :math:`\|x_0 - \hat x_0\|^2` times a factor (:math:`\mathrm{SNR}_t` for ``eps``, 1 for ``x0``,
   :math:`\mathrm{SNR}_t + 1` for ``v``); min-SNR weights the :math:`x_0` error by
   :math:`\min(\mathrm{SNR}_t, \gamma)`, i.e. the ``eps`` loss by :math:`\min(\mathrm{SNR}_t,\gamma)/\mathrm{SNR}_t`,
