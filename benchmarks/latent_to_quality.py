@@ -14,8 +14,9 @@ curve of FID against training seconds (evaluation time is not training time). At
 digits with DPM-Solver++(2M) SDE at 50 network calls (50 guided calls count once per step, the guided batch being
 doubled), scored by minidiff's feature FID against the 1,000 held-out digits and by the shipped classifier.
 
-Models (``MODELS``): ``latent-dit`` (DiT-Mini/1: 49 tokens of the 7x7x4 latent; ``latent-dit-b64`` the same at batch
-64), ``latent-unet`` (a U-Net at one
+Models (``MODELS``): ``latent-dit`` (DiT-Mini/1: 49 tokens of the 7x7x4 latent; ``latent-dit-b64`` and
+``latent-dit-b32`` the same at batch 64 and 32; ``latent-dit-b64-diffusers`` diffusers' ``DiTTransformer2DModel`` of
+the same size with the same recipe), ``latent-unet`` (a U-Net at one
 resolution, 7x7), ``pixel-dit`` (DiT-Mini/4 on pixels: 49 tokens of 4x4 pixels), and the class-conditional
 ``latent-unet-guided`` / ``pixel-unet-guided`` (labels dropped with probability 0.1 for classifier-free guidance). The
 guidance scale ``w`` follows Ho & Salimans' eq. 6 as ``minidiff.diffusion.guidance.guided`` computes it:
@@ -50,6 +51,12 @@ MODELS = {
     "latent-dit": dict(kind="dit", space="latent", size="DiT-Mini", patch=1, batch=128, lr=1e-3, guided=False),
     # the same DiT at half the batch: twice the steps in the same seconds (a DiT step is the costly part on a CPU)
     "latent-dit-b64": dict(kind="dit", space="latent", size="DiT-Mini", patch=1, batch=64, lr=1e-3, guided=False),
+    # a quarter of the batch: four times the steps of latent-dit in the same seconds
+    "latent-dit-b32": dict(kind="dit", space="latent", size="DiT-Mini", patch=1, batch=32, lr=1e-3, guided=False),
+    # diffusers' DiTTransformer2DModel at DiT-Mini's size (4 blocks, 4 heads of 32, MLP ratio 4, adaLN-Zero) with
+    # latent-dit-b64's whole recipe: what the implementation buys, recipe held fixed
+    "latent-dit-b64-diffusers": dict(kind="dit", space="latent", size="DiT-Mini", patch=1, batch=64, lr=1e-3,
+                                     guided=False, net="diffusers"),
     "latent-unet": dict(kind="unet", space="latent", base_channels=64, batch=128, lr=2e-3, guided=False),
     "pixel-dit": dict(kind="dit", space="pixel", size="DiT-Mini", patch=4, batch=128, lr=1e-3, guided=False),
     "latent-unet-guided": dict(kind="unet", space="latent", base_channels=64, batch=128, lr=2e-3, guided=True),
@@ -63,7 +70,7 @@ COMMON = dict(T=1000, schedule="cosine", prediction="v", weighting="min_snr", wa
 
 def _env(threads: int) -> dict:
     return dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), MINIDIFF_CHECKPOINT_DIR="off",
-                PYTHONPATH=str(HERE.parent))
+                HF_HUB_OFFLINE="1", PYTHONPATH=os.pathsep.join([str(HERE.parent), str(HERE / ".peers" / "site")]))
 
 
 def ae_path(seed: int, seconds: float) -> Path:
@@ -93,6 +100,31 @@ def worker_ae(seed: int, seconds: float) -> None:
     torch.save(out, ae_path(seed, seconds))
 
 
+def DiffusersDiT(M: dict, channels: int, size: int):
+    """diffusers' ``DiTTransformer2DModel`` of the size of ``M["size"]`` behind minidiff's ``model(x, t)`` call. The
+    model is class-conditional by construction (adaLN-Zero on time + label); every image gets label 0, so the label
+    embedding is one learned constant and the model is unconditional."""
+    import torch
+    from diffusers import DiTTransformer2DModel
+    from torch import nn
+
+    from minidiff.nets import dit_config
+
+    c = dit_config(M["size"], patch=M["patch"])
+
+    class Wrapped(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = DiTTransformer2DModel(num_attention_heads=c.heads, attention_head_dim=c.hidden // c.heads,
+                                             in_channels=channels, num_layers=c.depth, sample_size=size,
+                                             patch_size=M["patch"], num_embeds_ada_norm=1)
+
+        def forward(self, x, t):
+            return self.net(x, t, class_labels=torch.zeros_like(t)).sample
+
+    return Wrapped()
+
+
 def worker_model(name: str, seed: int, budget: float, samples: int, ae_seconds: float, scales: list[float]) -> dict:
     import torch
 
@@ -119,7 +151,9 @@ def worker_model(name: str, seed: int, budget: float, samples: int, ae_seconds: 
         x, decode = train_set.x, (lambda z: z)
     C, S = x.shape[1], x.shape[-1]
     classes = 10 if M["guided"] else None
-    if M["kind"] == "dit":
+    if M.get("net") == "diffusers":
+        net = DiffusersDiT(M, C, S)
+    elif M["kind"] == "dit":
         net = DiT(dit_config(M["size"], patch=M["patch"], input_size=S, in_channels=C, num_classes=classes))
     else:
         mults = (1,) if M["space"] == "latent" else (1, 2)
@@ -161,6 +195,7 @@ def worker_model(name: str, seed: int, budget: float, samples: int, ae_seconds: 
                      prediction=M["prediction"], p_uncond=M["p_uncond"] if M["guided"] else None,
                      weighting=M["weighting"], evaluate=evaluate)
     ema = run.ema.eval()
+    out["_state"] = {k: v.detach().cpu().clone() for k, v in ema.state_dict().items()}   # stays in the cache only
     out.update(params=count_parameters(net), steps=run.step, train_seconds=run.seconds,
                loss_curve=[(t, l) for t, l in zip(run.history["time"][::20], run.history["loss"][::20])])
     g = torch.Generator().manual_seed(seed + 1)
@@ -212,6 +247,39 @@ def table(runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def plot_curves(runs: list[dict], budget: float, path: Path) -> bool:
+    """FID (200 digits, 25 solver steps) and training loss against training seconds for the unguided models trained
+    for ``budget`` seconds, one line per run, into ``path``; False when there is nothing to plot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = sorted((r for r in runs if r["budget_s"] == budget and "unguided" in r["results"] and r.get("curve")),
+                  key=lambda r: (r["model"], r["seed"]))
+    if not runs:
+        return False
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for r in runs:
+        label = f"{r['model']} (seed {r['seed']})"
+        line, = a.plot([c["seconds"] for c in r["curve"]], [c["fid200"] for c in r["curve"]], "o-", label=label)
+        t, loss = zip(*r["loss_curve"])
+        k = 5                                              # a running mean over 5 logged steps (100 training steps)
+        smooth = [sum(loss[max(0, i - k + 1):i + 1]) / len(loss[max(0, i - k + 1):i + 1]) for i in range(len(loss))]
+        b.plot(t, smooth, color=line.get_color(), label=label)
+    a.set(xlabel="training seconds", ylabel="FID (200 digits)", yscale="log", title="sample quality")
+    b.set(xlabel="training seconds", ylabel="loss (min-SNR weighted, running mean)", yscale="log",
+          title="training loss")
+    for ax in (a, b):
+        ax.grid(alpha=.3, which="both")
+    a.legend(fontsize=7)
+    fig.suptitle(f"Unconditional models on the same autoencoder latents, {budget:g} s of training on 2 threads")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="+", default=["latent-dit"], choices=list(MODELS))
@@ -239,6 +307,10 @@ def main():
                                     args.scales), args.out)
         return
     CACHE.mkdir(exist_ok=True)
+    if any(MODELS[m].get("net") == "diffusers" for m in args.models):
+        from time_to_quality import ensure_peers
+
+        ensure_peers()                                          # diffusers into benchmarks/.peers (first run only)
     base = [sys.executable, __file__, "--threads", str(args.threads), "--samples", str(args.samples), "--budget",
             str(args.budget), "--ae-seconds", str(args.ae_seconds), "--scales", *map(str, args.scales)]
     for seed in args.seeds:
@@ -251,6 +323,7 @@ def main():
             subprocess.run(base + ["--worker", name, "--seeds", str(seed), "--out", str(out)], env=_env(args.threads),
                            check=True)
             r = torch.load(out, weights_only=False)
+            r.pop("_state", None)                                # the weights stay in the cache, not in the JSON
             for key, s in r.pop("_samples").items():
                 save_grid(s, CACHE / f"latent_{name}_{seed}_{args.budget:g}_{key}.png")
                 if seed == min(args.seeds):                      # the page shows the first seed's digits
@@ -266,6 +339,8 @@ def main():
                 f"{k}: FID {v['fid']:.1f}" + (f" acc {v['accuracy']:.2f}" if "accuracy" in v else "")
                 for k, v in r["results"].items()) + "; curve " + ", ".join(
                 f"{c['seconds']:.0f}s {c['fid200']:.0f}" for c in r["curve"]), flush=True)
+    for b in sorted({r["budget_s"] for r in _load()}):
+        plot_curves(_load(), b, HERE / "results" / f"curves_latent_{b:g}s.png")
     print(table(_load()))
 
 

@@ -128,9 +128,33 @@ def unet_recipe() -> str:
                      float(statistics.median(r["confidence"]["dpmpp2m_sde50"] for r in rs))])
     out.append(_table(["recipe", "changed from the base", "budget", "seeds", "training steps",
                        "FID DPM-Solver++(2M) SDE", "FID DDIM", "classifier confidence"], rows))
+    out.append(_recipe_samplers(groups))
     out.append(_grids_and_provenance(d, "unet_recipe", "unet_recipe_*s.png",
                                      "First seed's digits (DPM-Solver++(2M) SDE, 50 calls)"))
     return "".join(out)
+
+
+SAMPLERS = {"dpmpp2m_sde50": "DPM-Solver++(2M) SDE, quadratic grid", "dpmpp2m_sde50_uniform":
+            "DPM-Solver++(2M) SDE, uniform grid", "ancestral50": "ancestral (DDIM eta = 1)", "ddim50": "DDIM eta = 0"}
+
+
+def _recipe_samplers(groups: dict) -> str:
+    """Every sampler of ``unet_recipe.samplers`` on the same weights, for the recipes scored with all of them."""
+    import statistics
+
+    rows = []
+    for (budget, _threads, name), rs in groups.items():
+        rs = [r for r in rs if all(k in r["fid"] for k in SAMPLERS)]
+        if rs:
+            rows.append([f"`{name}`", f"{budget:g} s", len(rs)] +
+                        [_median_spread([r["fid"][k] for r in rs]) for k in SAMPLERS])
+    if not rows:
+        return ""
+    rows.sort(key=lambda row: (row[1], row[0]))
+    return ("\n**The sampler, weights held fixed.** The same trained networks scored with four samplers of 50 network "
+            "calls each (`unet_recipe.samplers`; `python benchmarks/unet_recipe.py --resample` scores a cached run "
+            "with the samplers it lacks). FID median over seeds, range in brackets.\n\n" +
+            _table(["recipe", "budget", "seeds"] + [f"FID {v}" for v in SAMPLERS.values()], rows))
 
 
 def _grids_and_provenance(d: dict, name: str, pattern: str, caption: str) -> str:
@@ -174,10 +198,10 @@ def latent_to_quality() -> str:
                      (f"{statistics.median(r['ae_seconds'] for r in ae):.0f} s, FID "
                       f"{statistics.median(r['ae_recon_fid'] for r in ae):.1f}") if ae else "-",
                      _median_spread([x["fid"] for x in res]),
-                     f"{statistics.median(x['accuracy'] for x in res):.3f}" if "accuracy" in res[0] else "-",
+                     _median_spread([100 * x["accuracy"] for x in res]) if "accuracy" in res[0] else "-",
                      float(statistics.median(x["confidence"] for x in res))])
     out.append(_table(["model", "guidance", "budget", "seeds", "parameters", "training steps",
-                       "autoencoder (training, reconstruction FID)", "FID", "requested-digit accuracy",
+                       "autoencoder (training, reconstruction FID)", "FID", "requested-digit accuracy (%)",
                        "classifier confidence"], rows))
     curves = [(r["model"], r["seed"], r["budget_s"], r["curve"]) for r in d["runs"] if r.get("curve")]
     if curves:
@@ -185,6 +209,11 @@ def latent_to_quality() -> str:
         out.append(_table(["model", "seed", "budget", "FID at training seconds"],
                           [[f"`{m}`", s, f"{b:g} s", ", ".join(f"{c['seconds']:.0f} s: {c['fid200']:.0f}"
                                                                 for c in cv)] for m, s, b, cv in curves]))
+    for fig in sorted(RESULTS.glob("curves_latent_*s.png")):
+        out.append(f"\n```{{figure}} ../benchmarks/results/{fig.name}\n:alt: FID and training loss against training "
+                   f"seconds for each unconditional latent model\n\nUnconditional DiT and U-Net on the same latents at "
+                   f"equal wall time ({fig.stem.rsplit('_', 1)[-1]}): FID of 200 digits and the training loss against "
+                   f"training seconds, one line per run.\n```\n")
     out.append(_grids_and_provenance(d, "latent_to_quality", "latent_*s_*.png",
                                      "First seed's digits (guided grids: one column per requested digit 0-9)"))
     return "".join(out)

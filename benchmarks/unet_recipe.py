@@ -96,20 +96,16 @@ def DiffusersUNet(R: dict):
 def worker(name: str, seed: int, budget: float, samples: int) -> dict:
     import torch
 
-    from minidiff import config, data, metrics
-    from minidiff.diffusion import ddim, ddpm, dpm_solver, schedules
-    from minidiff.nets import UNet, count_parameters
+    from minidiff import config, data
+    from minidiff.diffusion import ddpm, schedules
+    from minidiff.nets import count_parameters
     from minidiff.train import TrainConfig, train
 
     R = recipe(name)
     config.seed_everything(seed)
     x = data.load_images("mnist5k", "train", profile="cpu").x
     sched = schedules.make_schedule(R["schedule"], R["T"])
-    if R["net"] == "diffusers":
-        net = DiffusersUNet(R)
-    else:
-        net = UNet(1, R["base_channels"], R["channel_mults"], num_res_blocks=R["num_res_blocks"],
-                   attention=R["attention"], patch=R["patch"])
+    net = build_net(R)
 
     def loss(m, b):
         return ddpm.ddpm_loss(m, sched, b, prediction=R["prediction"], weighting=R["weighting"],
@@ -119,20 +115,57 @@ def worker(name: str, seed: int, budget: float, samples: int) -> dict:
                 TrainConfig(steps=10**7, lr=R["lr"], warmup=R["warmup"], min_lr_ratio=R["min_lr_ratio"],
                             ema_decay=R["ema_decay"], grad_clip=R["grad_clip"], max_seconds=budget,
                             anneal_by_time=True, seed=seed, progress=False))
-    ema = res.ema.eval()
-    heldout = metrics.Reference(data.load_images("mnist5k", "test", profile="cpu").x)
     out = {"recipe": name, "seed": seed, "budget_s": budget, "threads": torch.get_num_threads(),
            "params": count_parameters(net), "steps": res.step, "train_seconds": res.seconds,
            "final_loss": float(sum(res.history["loss"][-50:]) / len(res.history["loss"][-50:])),
            "settings": {k: v for k, v in R.items()}, "fid": {}, "confidence": {}, "sample_seconds": {}}
-    samplers = {
-        "dpmpp2m_sde50": lambda n, g: dpm_solver.dpmpp_2m_sample(ema, sched, (n, 1, 28, 28), steps=50, sde=True,
-                                                                 prediction=R["prediction"], clip_x0=True,
-                                                                 generator=g, progress=False),
-        "ddim50": lambda n, g: ddim.ddim_sample(ema, sched, (n, 1, 28, 28), steps=50, prediction=R["prediction"],
-                                                clip_x0=True, generator=g, progress=False),
+    ema = res.ema.eval()
+    out["_ema"] = {k: v.detach().cpu().clone() for k, v in ema.state_dict().items()}   # kept for --resample
+    evaluate(out, ema, R, seed, samples)
+    return out
+
+
+def build_net(R: dict):
+    """The recipe's network: minidiff's ``UNet`` or, for ``net="diffusers"``, :func:`DiffusersUNet`."""
+    from minidiff.nets import UNet
+
+    if R["net"] == "diffusers":
+        return DiffusersUNet(R)
+    return UNet(1, R["base_channels"], R["channel_mults"], num_res_blocks=R["num_res_blocks"],
+                attention=R["attention"], patch=R["patch"])
+
+
+def samplers(ema, R: dict) -> dict:
+    """The samplers every run is scored with, 50 network calls each: DPM-Solver++(2M) SDE on its default quadratic
+    grid and on a uniform one, DDIM (eta = 0, deterministic) and DDPM-style ancestral sampling (DDIM with eta = 1),
+    both on a uniform grid. Each takes ``(n, generator)`` and returns ``n`` images."""
+    from minidiff.diffusion import ddim, dpm_solver, schedules
+
+    sched = schedules.make_schedule(R["schedule"], R["T"])
+    common = dict(prediction=R["prediction"], clip_x0=True, progress=False)
+    shape = lambda n: (n, 1, 28, 28)  # noqa: E731
+    return {
+        "dpmpp2m_sde50": lambda n, g: dpm_solver.dpmpp_2m_sample(ema, sched, shape(n), steps=50, sde=True,
+                                                                 generator=g, **common),
+        "ddim50": lambda n, g: ddim.ddim_sample(ema, sched, shape(n), steps=50, generator=g, **common),
+        "dpmpp2m_sde50_uniform": lambda n, g: dpm_solver.dpmpp_2m_sample(ema, sched, shape(n), steps=50, sde=True,
+                                                                         spacing="uniform", generator=g, **common),
+        "ancestral50": lambda n, g: ddim.ddim_sample(ema, sched, shape(n), steps=50, eta=1.0, generator=g, **common),
     }
-    for key, draw in samplers.items():
+
+
+def evaluate(out: dict, ema, R: dict, seed: int, samples: int, only=None) -> None:
+    """Draw ``samples`` digits with each sampler (or those in ``only``) and record FID against the held-out digits,
+    the classifier's confidence and the sampling time in ``out``; the first 64 DPM-Solver++ digits go to
+    ``out["_samples"]``."""
+    import torch
+
+    from minidiff import data, metrics
+
+    heldout = metrics.Reference(data.load_images("mnist5k", "test", profile="cpu").x)
+    for key, draw in samplers(ema, R).items():
+        if only is not None and key not in only:
+            continue
         g = torch.Generator().manual_seed(seed + 1)
         t0 = time.perf_counter()
         with torch.no_grad():
@@ -142,7 +175,28 @@ def worker(name: str, seed: int, budget: float, samples: int) -> dict:
         out["confidence"][key] = metrics.classifier_confidence(s)["mean_max_prob"]
         if key == "dpmpp2m_sde50":
             out["_samples"] = s[:64]
-    return out
+
+
+def resample(name: str, seed: int, budget: float, threads: int, samples: int) -> dict:
+    """Score a cached run's EMA weights with every sampler of :func:`samplers` that its row lacks (no training)."""
+    import torch
+
+    R = recipe(name)
+    cached = torch.load(_cache(name, seed, budget, threads), weights_only=False)
+    if "_ema" not in cached:
+        raise SystemExit(f"{name} seed {seed}: the cached run has no weights (it predates --resample); retrain it")
+    row = next(r for r in _load() if (r["recipe"], r["seed"], r["budget_s"], r["threads"]) ==
+               (name, seed, budget, threads))
+    net = build_net(R)
+    net.load_state_dict(cached["_ema"])
+    missing = [k for k in samplers(net, R) if k not in row["fid"]]
+    evaluate(row, net.eval(), R, seed, samples, only=missing)
+    row.pop("_samples", None)
+    return row
+
+
+def _cache(name: str, seed: int, budget: float, threads: int) -> Path:
+    return HERE / ".cache" / f"unet_recipe_{name}_{seed}_{budget:g}_{threads}.pt"
 
 
 def load_runs(path: Path) -> list[dict]:
@@ -177,14 +231,16 @@ def table(runs: list[dict], budget: float | None = None) -> str:
         if budget is None or r["budget_s"] == budget:
             groups.setdefault((r["recipe"], r["budget_s"], r["threads"]), []).append(r)
     lines = [f"{'recipe':<28}{'budget':>7}{'thr':>4}{'seeds':>6}{'steps':>7}{'FID dpm++':>11}{'spread':>15}"
-             f"{'FID ddim':>10}{'conf':>6}"]
+             f"{'FID ddim':>10}{'conf':>6}{'unif':>7}{'anc':>7}"]
     for (name, b, thr), rs in sorted(groups.items(), key=lambda kv: statistics.median(
             r["fid"]["dpmpp2m_sde50"] for r in kv[1])):
         f = [r["fid"]["dpmpp2m_sde50"] for r in rs]
         lines.append(f"{name:<28}{b:>7g}{thr:>4}{len(rs):>6}{statistics.median(r['steps'] for r in rs):>7g}"
                      f"{statistics.median(f):>11.1f}{f'{min(f):.1f}-{max(f):.1f}':>15}"
                      f"{statistics.median(r['fid']['ddim50'] for r in rs):>10.1f}"
-                     f"{statistics.median(r['confidence']['dpmpp2m_sde50'] for r in rs):>6.2f}")
+                     f"{statistics.median(r['confidence']['dpmpp2m_sde50'] for r in rs):>6.2f}"
+                     + "".join(f"{statistics.median(v):>7.1f}" if (v := [r["fid"][k] for r in rs if k in r["fid"]])
+                               else f"{'-':>7}" for k in ("dpmpp2m_sde50_uniform", "ancestral50")))
     return "\n".join(lines)
 
 
@@ -196,6 +252,8 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--samples", type=int, default=500)
     ap.add_argument("--table", action="store_true", help="print the table of the recorded runs and stop")
+    ap.add_argument("--resample", action="store_true",
+                    help="no training: score the cached weights of each recipe and seed with the samplers its row lacks")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -209,6 +267,19 @@ def main():
         r = worker(args.worker, args.seeds[0], args.budget, args.samples)
         torch.save(r, args.out)
         return
+    if args.resample:
+        import torch
+
+        torch.set_num_threads(args.threads)
+        header = json.loads(RESULTS.read_text())
+        header = {k: header[k] for k in ("benchmark", "base", "recipes")}
+        for name in args.recipes:
+            for seed in args.seeds:
+                row = resample(name, seed, args.budget, args.threads, args.samples)
+                record_run(RESULTS, row, ("recipe", "seed", "budget_s", "threads"), header)
+                print(f"[{name} seed {seed}] " + ", ".join(f"{k} {v:.1f}" for k, v in row["fid"].items()), flush=True)
+        print(table(_load()))
+        return
     for name in args.recipes:
         if recipe(name)["net"] == "diffusers":                 # unknown names fail before any training
             sys.path.insert(0, str(HERE))
@@ -219,7 +290,7 @@ def main():
         for seed in args.seeds:
             import torch
 
-            out = HERE / ".cache" / f"unet_recipe_{name}_{seed}_{args.budget:g}_{args.threads}.pt"
+            out = _cache(name, seed, args.budget, args.threads)
             out.parent.mkdir(exist_ok=True)
             env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),
                        MINIDIFF_CHECKPOINT_DIR="off", HF_HUB_OFFLINE="1",
@@ -230,6 +301,7 @@ def main():
                             "--out", str(out)], env=env, check=True)
             r = torch.load(out, weights_only=False)
             grid = r.pop("_samples")
+            r.pop("_ema")                                        # the weights stay in the cache, not in the JSON
             save_grid(grid, HERE / ".cache" / f"unet_recipe_{name}_{seed}_{args.budget:g}.png")
             if seed == min(args.seeds):                          # the page shows the first seed's digits
                 save_grid(grid, HERE / "results" / f"unet_recipe_{name}_{args.budget:g}s.png")

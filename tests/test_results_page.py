@@ -147,6 +147,25 @@ def test_recipe_section_gives_median_and_spread_over_seeds(render_results, tmp_p
     assert section in render_results.render()
 
 
+def test_recipe_section_compares_samplers_only_on_runs_scored_with_all(render_results, tmp_path, monkeypatch):
+    monkeypatch.setattr(render_results, "RESULTS", tmp_path)
+    runs = [_recipe_run("min_snr", s, f, weighting="min_snr") for s, f in ((0, 30.0), (1, 34.0), (2, 32.0))]
+    for r, (u, a) in zip(runs[:2], ((27.5, 40.0), (29.5, 44.0))):      # seed 2 lacks the extra samplers
+        r["fid"].update(dpmpp2m_sde50_uniform=u, ancestral50=a)
+    (tmp_path / "unet_recipe.json").write_text(json.dumps(dict(machine="Test CPU", torch="9.9", base=dict(T=1000),
+                                                               recipes={}, runs=runs)))
+    section = render_results.unet_recipe()
+    assert "The sampler, weights held fixed" in section
+    # two seeds have every sampler: medians of (30, 34), (27.5, 29.5), (40, 44), (40, 44)
+    assert "| `min_snr` | 300 s | 2 | 32.0 (30.0-34.0) | 28.5 (27.5-29.5) | 42.0 (40.0-44.0) | 42.0 (40.0-44.0) |" \
+        in section
+    for r in runs:
+        r["fid"].pop("ancestral50", None)
+    (tmp_path / "unet_recipe.json").write_text(json.dumps(dict(machine="Test CPU", torch="9.9", base=dict(T=1000),
+                                                               recipes={}, runs=runs)))
+    assert "The sampler, weights held fixed" not in render_results.unet_recipe()
+
+
 def test_latent_section_states_autoencoder_time_and_accuracy(render_results, tmp_path, monkeypatch):
     monkeypatch.setattr(render_results, "RESULTS", tmp_path)
     assert "python benchmarks/latent_to_quality.py" in render_results.latent_to_quality()
@@ -157,8 +176,8 @@ def test_latent_section_states_autoencoder_time_and_accuracy(render_results, tmp
                curve=[{"step": 100, "seconds": 75.0, "fid200": 300.4}, {"step": 4321, "seconds": 300.0, "fid200": 60.6}])
     (tmp_path / "latent_to_quality.json").write_text(json.dumps(dict(machine="Test CPU", torch="9.9", runs=[run])))
     section = render_results.latent_to_quality()
-    for text in ("| `latent-unet-guided` | w=1 | 300 s | 1 | 5,000 | 4,321 | 62 s, FID 3.2 | 35.5 | 0.875 |",
-                 "| `latent-unet-guided` | w=3 | 300 s | 1 | 5,000 | 4,321 | 62 s, FID 3.2 | 48.2 | 0.984 |",
+    for text in ("| `latent-unet-guided` | w=1 | 300 s | 1 | 5,000 | 4,321 | 62 s, FID 3.2 | 35.5 | 87.5 |",
+                 "| `latent-unet-guided` | w=3 | 300 s | 1 | 5,000 | 4,321 | 62 s, FID 3.2 | 48.2 | 98.4 |",
                  "75 s: 300, 300 s: 61", "on Test CPU, torch 9.9"):
         assert text in section, text
 
@@ -200,3 +219,17 @@ def test_a_rerun_replaces_its_row_and_keeps_the_others(tmp_path):
     d = json.loads(path.read_text())
     assert sorted((r["seed"], r["fid"]) for r in d["runs"]) == [(0, 3.0), (1, 2.0)]
     assert d["benchmark"] == "x" and d["machine"] and d["torch"] and not (tmp_path / "r.tmp").exists()
+
+
+def test_latent_curves_plot_only_unguided_runs_of_the_budget(tmp_path):
+    spec = importlib.util.spec_from_file_location("latent_to_quality", ROOT / "benchmarks" / "latent_to_quality.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    run = dict(model="latent-dit", seed=0, budget_s=600.0, results={"unguided": {"fid": 80.0}},
+               curve=[{"seconds": 150.0, "fid200": 150.0}, {"seconds": 600.0, "fid200": 80.0}],
+               loss_curve=[[float(t), 0.5 / (1 + t)] for t in range(0, 600, 30)])
+    guided = dict(run, model="latent-unet-guided", results={"w=1": {"fid": 20.0}})
+    assert not mod.plot_curves([guided], 600.0, tmp_path / "a.png") and not (tmp_path / "a.png").exists()
+    assert not mod.plot_curves([run], 300.0, tmp_path / "b.png")            # another budget: nothing to draw
+    assert mod.plot_curves([run, guided], 600.0, tmp_path / "c.png")
+    assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
