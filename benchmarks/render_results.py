@@ -219,6 +219,70 @@ def latent_to_quality() -> str:
     return "".join(out)
 
 
+def recipe_vs_implementation() -> str:
+    """Separate what minidiff's recipe buys from what its implementation buys (issue 18, target 4): a peer network as
+    its documentation trains it, the same peer network with minidiff's whole recipe, and minidiff's network with it."""
+    import statistics
+
+    out = ["## What the recipe buys and what the implementation buys\n\n",
+           "Each peer library twice: as its own documentation sets it up (the time-to-quality table), and as a "
+           "network of about minidiff's size trained with minidiff's whole recipe (optimizer, schedule, clock-annealed "
+           "learning rate, EMA, loss weighting, sampler, clock). The first ratio is what the recipe buys, the second "
+           "what the implementation buys at an equal recipe: FID and training steps in the same wall-clock budget "
+           "on the same 2 threads. A ratio below 1 means minidiff's side is worse.\n\n"]
+    rows, notes = [], []
+
+    def med(rs, f):
+        return statistics.median(f(r) for r in rs)
+
+    ttq = next((d for _, d in _load("time_to_quality_*s.json") if d["budget_s"] == 300), None)
+    ur = RESULTS / "unet_recipe.json"
+    urs = json.loads(ur.read_text())["runs"] if ur.exists() else []
+    mine = [r for r in urs if r["recipe"] == "min_snr" and r["budget_s"] == 300]
+    peer = [r for r in urs if r["recipe"] == "min_snr+diffusers_net" and r["budget_s"] == 300]
+    doc = next((r for r in ttq["rows"] if r["contender"] == "diffusers"), None) if ttq else None
+    if doc:
+        rows.append(["U-Net, pixels, 300 s", "diffusers `UNet2DModel`", "its documentation's", 1, doc["params"],
+                     doc["train_steps"], float(doc["fid"]), "-"])
+    for label, net, rs in (("diffusers `UNet2DModel`", "diffusers", peer), ("minidiff `UNet`", "minidiff", mine)):
+        if rs:
+            rows.append(["U-Net, pixels, 300 s", label, "minidiff's", len(rs), int(med(rs, lambda r: r["params"])),
+                         int(med(rs, lambda r: r["steps"])), _median_spread([r["fid"]["ddim50"] for r in rs]),
+                         _median_spread([r["fid"]["dpmpp2m_sde50"] for r in rs])])
+    if doc and peer:
+        notes.append(f"U-Net, the recipe: diffusers' network as documented / with minidiff's recipe, FID with DDIM-50: "
+                     f"**{doc['fid'] / med(peer, lambda r: r['fid']['ddim50']):.1f}x** (the documented setup is also "
+                     f"a larger network, {doc['params']:,} parameters: the recipe includes the size)")
+    if peer and mine:
+        notes.append(f"U-Net, the implementation at an equal recipe: FID (DPM-Solver++ SDE) diffusers / minidiff "
+                     f"**{med(peer, lambda r: r['fid']['dpmpp2m_sde50']) / med(mine, lambda r: r['fid']['dpmpp2m_sde50']):.2f}x**"
+                     f", training steps minidiff / diffusers **{med(mine, lambda r: r['steps']) / med(peer, lambda r: r['steps']):.2f}x**")
+    lq = RESULTS / "latent_to_quality.json"
+    lrs = json.loads(lq.read_text())["runs"] if lq.exists() else []
+    dit = {m: [r for r in lrs if r["model"] == m and r["budget_s"] == 600] for m in
+           ("latent-dit-b64-diffusers", "latent-dit-b64")}
+    for label, m in (("diffusers `DiTTransformer2DModel`", "latent-dit-b64-diffusers"), ("minidiff `DiT`", "latent-dit-b64")):
+        if dit[m] and dit["latent-dit-b64-diffusers"]:
+            rs = dit[m]
+            rows.append(["DiT-Mini/1, latents, 600 s", label, "minidiff's", len(rs), int(med(rs, lambda r: r["params"])),
+                         int(med(rs, lambda r: r["steps"])), "-",
+                         _median_spread([r["results"]["unguided"]["fid"] for r in rs])])
+    if all(dit.values()):
+        a, b = dit["latent-dit-b64-diffusers"], dit["latent-dit-b64"]
+        notes.append(f"DiT, the implementation at an equal recipe: FID diffusers / minidiff "
+                     f"**{med(a, lambda r: r['results']['unguided']['fid']) / med(b, lambda r: r['results']['unguided']['fid']):.2f}x**"
+                     f", training steps minidiff / diffusers **{med(b, lambda r: r['steps']) / med(a, lambda r: r['steps']):.2f}x**"
+                     " (diffusers has no documented CPU recipe for a DiT, so there is no first ratio)")
+    if not rows:
+        return "".join(out) + _missing("recipe vs implementation",
+                                       "python benchmarks/unet_recipe.py --recipes min_snr min_snr+diffusers_net")
+    out.append(_table(["model, budget", "network", "recipe", "seeds", "parameters", "training steps",
+                       "FID DDIM-50", "FID DPM-Solver++(2M) SDE"], rows))
+    out += [f"\n- {n}" for n in notes]
+    out.append("\n")
+    return "".join(out)
+
+
 def train_throughput() -> str:
     out = ["## Training throughput\n\n",
            "Images per second of a full training step (forward, loss, backward, AdamW) at the same shape, batch and "
@@ -329,7 +393,8 @@ def ddpm_fid() -> str:
 
 
 def render() -> str:
-    return "\n".join([INTRO, time_to_quality(), unet_recipe(), latent_to_quality(), train_throughput(), ssl(), kernels(), gpu_check(), ddpm_fid()])
+    return "\n".join([INTRO, time_to_quality(), unet_recipe(), latent_to_quality(), recipe_vs_implementation(),
+                      train_throughput(), ssl(), kernels(), gpu_check(), ddpm_fid()])
 
 
 def main():

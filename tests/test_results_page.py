@@ -233,3 +233,27 @@ def test_latent_curves_plot_only_unguided_runs_of_the_budget(tmp_path):
     assert not mod.plot_curves([run], 300.0, tmp_path / "b.png")            # another budget: nothing to draw
     assert mod.plot_curves([run, guided], 600.0, tmp_path / "c.png")
     assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_recipe_vs_implementation_gives_both_ratios(render_results, tmp_path, monkeypatch):
+    monkeypatch.setattr(render_results, "RESULTS", tmp_path)
+    assert "Not measured yet" in render_results.recipe_vs_implementation()
+    doc = dict(contender="diffusers", params=1_700_000, train_steps=100, fid=1000.0)
+    (tmp_path / "time_to_quality_300s.json").write_text(json.dumps(dict(budget_s=300, rows=[doc])))
+    runs = [_recipe_run("min_snr", s, f, steps=2500, weighting="min_snr") for s, f in ((0, 30.0), (1, 40.0), (2, 35.0))]
+    runs.append(_recipe_run("min_snr+diffusers_net", 0, 70.0, steps=2000, weighting="min_snr"))
+    (tmp_path / "unet_recipe.json").write_text(json.dumps(dict(runs=runs)))
+    lat = [dict(model=m, seed=0, budget_s=600.0, params=800_000, steps=st, results={"unguided": {"fid": f}})
+           for m, st, f in (("latent-dit-b64", 3000, 80.0), ("latent-dit-b64-diffusers", 4000, 64.0))]
+    (tmp_path / "latent_to_quality.json").write_text(json.dumps(dict(runs=lat)))
+    section = render_results.recipe_vs_implementation()
+    for text in ("| U-Net, pixels, 300 s | diffusers `UNet2DModel` | its documentation's | 1 | 1,700,000 | 100 | "
+                 "1,000.0 | - |",
+                 "| U-Net, pixels, 300 s | minidiff `UNet` | minidiff's | 3 | 1,000 | 2,500 | 45.0 (40.0-50.0) | "
+                 "35.0 (30.0-40.0) |",
+                 "FID with DDIM-50: **12.5x**",                      # 1000 / (70 + 10)
+                 "FID (DPM-Solver++ SDE) diffusers / minidiff **2.00x**, training steps minidiff / diffusers **1.25x**",
+                 # where minidiff's implementation is worse and slower, the ratios say so (below 1)
+                 "DiT, the implementation at an equal recipe: FID diffusers / minidiff **0.80x**, training steps "
+                 "minidiff / diffusers **0.75x**"):
+        assert text in section, text
