@@ -174,10 +174,28 @@ def _native_bf16() -> bool:
         return torch.cuda.get_device_capability()[0] >= 8
 
 
+def _native_cpu_bf16() -> bool:
+    """True on CPUs whose instructions do bf16 matrix products natively (AVX512-BF16 or AMX: recent Xeon, Zen 4 and
+    newer). Elsewhere bf16 on a CPU is emulated and slower than fp32."""
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+
+
 def _amp_settings(amp: str, device: torch.device):
+    """``(autocast dtype or None, GradScaler or None)`` for ``TrainConfig.amp``: on CUDA ``"auto"`` is bf16 where
+    the GPU has it natively, else fp16 with a scaler; on a CPU only an explicit ``"bf16"`` turns autocast on, and only
+    where the CPU does bf16 natively (:func:`_native_cpu_bf16`); ``"auto"`` stays fp32 there."""
+    if amp not in ("auto", "off", "bf16", "fp16"):
+        raise ValueError(f"amp must be 'auto', 'off', 'bf16' or 'fp16', got {amp!r}")
+    if device.type == "cpu" and amp == "bf16":
+        if _native_cpu_bf16():
+            return torch.bfloat16, None
+        warnings.warn("amp='bf16' requested on a CPU without native bf16 (AVX512-BF16 or AMX); it would be emulated "
+                      "and slower, running in fp32", stacklevel=4)
+        return None, None
     if device.type != "cuda" or amp == "off":
-        if amp in ("bf16", "fp16") and device.type != "cuda":
-            warnings.warn(f"amp={amp!r} requested on {device}; mixed precision is only used on CUDA, running in fp32",
+        if amp == "fp16" and device.type != "cuda":
+            warnings.warn(f"amp={amp!r} requested on {device}; fp16 autocast is only used on CUDA, running in fp32",
                           stacklevel=4)
         return None, None
     if amp == "auto":

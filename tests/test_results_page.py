@@ -190,11 +190,17 @@ def test_chapter04_quotes_the_recipe_study():
     src = "".join("".join(c["source"]) for c in json.loads((ROOT / "chapters" / "04_ddpm.ipynb").read_text())["cells"]
                   if c["cell_type"] == "markdown")
     runs = json.loads((ROOT / "benchmarks" / "results" / "unet_recipe.json").read_text())["runs"]
-    for name in ("base", "min_snr"):
+    for name in ("base", "min_snr", "min_snr+bf16"):
         f = sorted(r["fid"]["dpmpp2m_sde50"] for r in runs if r["recipe"] == name and r["budget_s"] == 300)
         assert len(f) >= 3, f"the chapter's claim needs 3 seeds of {name}"
         want = f"{statistics.median(f):.1f} ({f[0]:.1f}-{f[-1]:.1f}, {len(f)} seeds)"
         assert want in src, f"chapter 04 should quote {name} as {want}"
+    # bf16: "took S steps instead of S'" (medians) and "lower than the fp32 run of the same seed for every seed"
+    by = {(r["recipe"], r["seed"]): r for r in runs if r["budget_s"] == 300}
+    steps = {n: statistics.median(r["steps"] for (m, _), r in by.items() if m == n) for n in ("min_snr", "min_snr+bf16")}
+    assert f"took {steps['min_snr+bf16']:,.0f} steps instead of {steps['min_snr']:,.0f}" in src
+    seeds = [s for (m, s) in by if m == "min_snr+bf16"]
+    assert all(by["min_snr+bf16", s]["fid"]["dpmpp2m_sde50"] < by["min_snr", s]["fid"]["dpmpp2m_sde50"] for s in seeds)
 
 
 def test_recipe_names_compose_and_unknown_ones_are_refused():

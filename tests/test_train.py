@@ -476,3 +476,45 @@ def test_wall_clock_budget_is_cumulative_across_resumes(tmp_path):
     again = run()                   # the budget is spent: no further step, reported as stopped by time
     assert again.resumed_from == r.step and again.step == r.step and again.stopped == "time"
     assert again.history["step"] == r.history["step"] and again.seconds < budget + 0.3
+
+
+def _output_dtypes(amp, monkeypatch, native, steps=300):
+    """Train the toy with ``amp`` on the CPU, ``_native_cpu_bf16`` forced to ``native``; the dtypes the network
+    produced inside the step, the trained model and its first/last losses."""
+    import minidiff.train as T
+
+    monkeypatch.setattr(T, "_native_cpu_bf16", lambda: native)
+    model, _, sampler = toy_setup()
+    seen = set()
+
+    def loss_fn(m, x):
+        t = torch.randint(0, SCHED.T, (x.shape[0],))
+        noise = torch.randn_like(x)
+        out = m(ddpm.q_sample(SCHED, x, t, noise), t)
+        seen.add(out.dtype)
+        return torch.nn.functional.mse_loss(out.float(), noise)
+
+    r = train(model, loss_fn, sampler, cfg(steps=steps, amp=amp, log_every=10))
+    losses = r.history["loss"]
+    return seen, r.model, sum(losses[:3]) / 3, sum(losses[-3:]) / 3
+
+
+def test_cpu_bf16_autocast_where_native_learns_with_fp32_weights(monkeypatch):
+    seen, model, first, last = _output_dtypes("bf16", monkeypatch, native=True)
+    assert seen == {torch.bfloat16}, "amp='bf16' on a CPU with native bf16 must run the network under bf16 autocast"
+    assert all(p.dtype == torch.float32 for p in model.parameters()), "autocast keeps the master weights in fp32"
+    assert last < 0.7 * first, (first, last)
+
+
+def test_cpu_bf16_without_native_support_warns_and_runs_fp32(monkeypatch):
+    with pytest.warns(UserWarning, match="without native bf16"):
+        seen, *_ = _output_dtypes("bf16", monkeypatch, native=False, steps=5)
+    assert seen == {torch.float32}
+
+
+@pytest.mark.parametrize("amp", ["auto", "off"])
+def test_cpu_auto_and_off_stay_fp32(amp, monkeypatch):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        seen, *_ = _output_dtypes(amp, monkeypatch, native=True, steps=5)
+    assert seen == {torch.float32}
