@@ -53,6 +53,15 @@ MODELS = {
     "latent-dit-b64": dict(kind="dit", space="latent", size="DiT-Mini", patch=1, batch=64, lr=1e-3, guided=False),
     # a quarter of the batch: four times the steps of latent-dit in the same seconds
     "latent-dit-b32": dict(kind="dit", space="latent", size="DiT-Mini", patch=1, batch=32, lr=1e-3, guided=False),
+    # latent-dit-b32 under bf16 autocast (a CPU with native bf16; attention stays fp32, nets.embeddings.attend)
+    "latent-dit-b32-bf16": dict(kind="dit", space="latent", size="DiT-Mini", patch=1, batch=32, lr=1e-3,
+                                guided=False, amp="bf16"),
+    "latent-dit-b32-bf16-lr2e-3": dict(kind="dit", space="latent", size="DiT-Mini", patch=1, batch=32, lr=2e-3,
+                                       guided=False, amp="bf16"),
+    "latent-dit-b32-bf16-ema999": dict(kind="dit", space="latent", size="DiT-Mini", patch=1, batch=32, lr=1e-3,
+                                       guided=False, amp="bf16", ema_decay=0.999),
+    "latent-dit-b64-bf16": dict(kind="dit", space="latent", size="DiT-Mini", patch=1, batch=64, lr=1e-3,
+                                guided=False, amp="bf16"),
     # diffusers' DiTTransformer2DModel at DiT-Mini's size (4 blocks, 4 heads of 32, MLP ratio 4, adaLN-Zero) with
     # latent-dit-b64's whole recipe: what the implementation buys, recipe held fixed
     "latent-dit-b64-diffusers": dict(kind="dit", space="latent", size="DiT-Mini", patch=1, batch=64, lr=1e-3,
@@ -65,7 +74,7 @@ MODELS = {
                               prediction="eps"),
 }
 COMMON = dict(T=1000, schedule="cosine", prediction="v", weighting="min_snr", warmup=100, ema_decay=0.995,
-              p_uncond=0.1)
+              p_uncond=0.1, amp="off")
 
 
 def _env(threads: int) -> dict:
@@ -189,7 +198,7 @@ def worker_model(name: str, seed: int, budget: float, samples: int, ae_seconds: 
         return {}
 
     cfg = TrainConfig(steps=10**7, lr=M["lr"], warmup=M["warmup"], ema_decay=M["ema_decay"], max_seconds=budget,
-                      anneal_by_time=True, seed=seed, progress=False, eval_every=10)
+                      anneal_by_time=True, seed=seed, progress=False, eval_every=10, amp=M["amp"])
     clock["start"] = time.perf_counter()
     run = train_ddpm(net, sched, x, train_set.y if M["guided"] else None, cfg=cfg, batch_size=M["batch"],
                      prediction=M["prediction"], p_uncond=M["p_uncond"] if M["guided"] else None,

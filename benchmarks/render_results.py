@@ -175,9 +175,11 @@ def latent_to_quality() -> str:
     out = ["## Latent diffusion, DiT and guidance on a CPU\n\n",
            "Models trained on the 7x7x4 latents of a small autoencoder or on pixels for the same wall-clock budget on "
            "2 threads (`benchmarks/latent_to_quality.py`, whose docstring gives every setting); the autoencoder's "
-           "own training time and its reconstruction FID (a floor under every latent model) are stated. Guidance "
-           "scale `w`: `eps_null + w (eps_label - eps_null)`, so w = 0 is unconditional and w = 1 the conditional "
-           "model; accuracy is the fraction of guided digits the shipped classifier reads as the requested one. "
+           "own training time and its reconstruction FID (what encoding and decoding alone cost) are stated. "
+           "Guidance scale `w`: `eps_null + w (eps_label - eps_null)`, so w = 0 is unconditional and w = 1 the "
+           "conditional model; this is diffusers' `guidance_scale`, and Ho and Salimans' (2022) `w` is ours minus 1 "
+           "(their `(1 + w) eps_label - w eps_null`). Accuracy is the fraction of guided digits the shipped "
+           "classifier reads as the requested one. "
            "FID of 500 digits, DPM-Solver++(2M) SDE with 50 steps: the median over seeds with the range.\n\n"]
     path = RESULTS / "latent_to_quality.json"
     if not path.exists():

@@ -153,3 +153,37 @@ def test_label_dropouts_are_read_and_set_per_embedder():
         D.set_label_dropouts(net, 1.0)
     with pytest.raises(TypeError, match="nn.Module"):
         D.label_dropouts("not a model")
+
+
+def _naive_attention(q, k, v):
+    """softmax(q k^T / sqrt(d)) v, written out (Vaswani et al. 2017, eq. 1)."""
+    w = (q @ k.transpose(-1, -2)) / q.shape[-1] ** 0.5
+    return w.softmax(-1) @ v
+
+
+def test_attend_is_scaled_dot_product_attention_and_runs_fp32_under_cpu_bf16_autocast():
+    from minidiff.nets.embeddings import attend
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 4, 49, 32, generator=g) for _ in range(3))
+    torch.testing.assert_close(attend(q, k, v), _naive_attention(q, k, v), atol=1e-5, rtol=1e-5)
+    # bf16 inputs (what a Linear gives under CPU autocast): fp32 math inside, bf16 out, gradients reach the inputs
+    qb, kb, vb = (t.bfloat16().requires_grad_() for t in (q, k, v))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = attend(qb, kb, vb)
+    assert out.dtype == torch.bfloat16
+    ref = _naive_attention(*(t.detach().float() for t in (qb, kb, vb)))
+    torch.testing.assert_close(out.float(), ref, atol=1e-2, rtol=1e-2)   # only the final cast to bf16 rounds
+    out.float().sum().backward()
+    assert all(t.grad is not None and t.grad.dtype == torch.bfloat16 and t.grad.abs().sum() > 0 for t in (qb, kb, vb))
+
+
+def test_dit_trains_under_cpu_bf16_autocast_with_fp32_weights():
+    net = D.DiT(D.dit_config("DiT-Tiny", patch=1, input_size=7, in_channels=4))
+    x, t = torch.randn(8, 4, 7, 7), torch.randint(0, 1000, (8,))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = net(x, t)
+    assert out.shape == x.shape and out.dtype == torch.bfloat16
+    torch.nn.functional.mse_loss(out.float(), x).backward()
+    assert all(p.dtype == torch.float32 for p in net.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in net.parameters())

@@ -31,7 +31,7 @@ from torch import nn
 
 from .. import kernels
 from .._checks import condition_vector
-from .embeddings import TimestepEmbedder, timestep_embedding
+from .embeddings import TimestepEmbedder, attend, timestep_embedding
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -141,7 +141,7 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, D = x.shape
         q, k, v = self.qkv(x).reshape(B, T, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(q, k, v)
+        out = attend(q, k, v)
         return self.proj(out.transpose(1, 2).reshape(B, T, D))
 
 
@@ -162,7 +162,7 @@ class CrossAttention(nn.Module):
         h = self.heads
         q = self.q(x).reshape(B, T, h, D // h).transpose(1, 2)
         k, v = self.kv(ctx).reshape(B, ctx.shape[1], 2, h, D // h).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(q, k, v)
+        out = attend(q, k, v)
         return self.proj(out.transpose(1, 2).reshape(B, T, D))
 
 

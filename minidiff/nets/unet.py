@@ -25,7 +25,7 @@ from torch import nn
 
 from .. import kernels
 from .._checks import condition_vector
-from .embeddings import TimestepEmbedder
+from .embeddings import TimestepEmbedder, attend
 
 #: Named sizes (keyword arguments of :class:`UNet`) used across the course; chapter 08 prints their parameter counts.
 UNET_CONFIGS = {
@@ -130,7 +130,7 @@ class AttentionBlock(nn.Module):
         B, C, H, W = x.shape
         q, k, v = self.qkv(self.norm(x)).reshape(B, 3, self.heads, C // self.heads, H * W).unbind(1)
         # (B, heads, HW, d)
-        out = F.scaled_dot_product_attention(q.transpose(-1, -2), k.transpose(-1, -2), v.transpose(-1, -2))
+        out = attend(q.transpose(-1, -2), k.transpose(-1, -2), v.transpose(-1, -2))
         return x + self.proj(out.transpose(-1, -2).reshape(B, C, H, W))
 
 
