@@ -161,7 +161,7 @@ def _naive_attention(q, k, v):
     return w.softmax(-1) @ v
 
 
-def test_attend_is_scaled_dot_product_attention_and_runs_fp32_under_cpu_bf16_autocast():
+def test_attend_is_scaled_dot_product_attention_and_runs_fp32_under_cpu_bf16_autocast(monkeypatch):
     from minidiff.nets.embeddings import attend
 
     g = torch.Generator().manual_seed(0)
@@ -169,8 +169,16 @@ def test_attend_is_scaled_dot_product_attention_and_runs_fp32_under_cpu_bf16_aut
     torch.testing.assert_close(attend(q, k, v), _naive_attention(q, k, v), atol=1e-5, rtol=1e-5)
     # bf16 inputs (what a Linear gives under CPU autocast): fp32 math inside, bf16 out, gradients reach the inputs
     qb, kb, vb = (t.bfloat16().requires_grad_() for t in (q, k, v))
+    seen, sdpa = [], torch.nn.functional.scaled_dot_product_attention
+
+    def spy(*args, **kw):                      # the dtype torch's attention kernel really receives
+        seen.append(args[0].dtype)
+        return sdpa(*args, **kw)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = attend(qb, kb, vb)
+    assert seen == [torch.float32], "under CPU bf16 autocast the attention kernel must get fp32 inputs"
     assert out.dtype == torch.bfloat16
     ref = _naive_attention(*(t.detach().float() for t in (qb, kb, vb)))
     torch.testing.assert_close(out.float(), ref, atol=1e-2, rtol=1e-2)   # only the final cast to bf16 rounds

@@ -36,7 +36,8 @@ class TrainConfig:
     min_lr_ratio: float = 0.1
     grad_clip: float | None = 1.0
     ema_decay: float | None = 0.999
-    amp: str = "auto"            # "auto" (bf16/fp16 on CUDA, off elsewhere), "off", "bf16" (also on CPUs with native bf16), "fp16"
+    # "auto" (bf16/fp16 on CUDA, fp32 elsewhere), "off", "bf16" (CUDA, and CPUs with native bf16), "fp16" (CUDA)
+    amp: str = "auto"
     max_seconds: float | None = None
     ckpt_dir: str | os.PathLike | None = None
     ckpt_every: int = 500
