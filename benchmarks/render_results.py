@@ -275,6 +275,16 @@ def recipe_vs_implementation() -> str:
                      f"**{med(a, lambda r: r['results']['unguided']['fid']) / med(b, lambda r: r['results']['unguided']['fid']):.2f}x**"
                      f", training steps minidiff / diffusers **{med(b, lambda r: r['steps']) / med(a, lambda r: r['steps']):.2f}x**"
                      " (diffusers has no documented CPU recipe for a DiT, so there is no first ratio)")
+        pairs = sorted(({r["seed"]: r for r in a}.keys() & {r["seed"]: r for r in b}.keys()))
+        if pairs:
+            by_a, by_b = {r["seed"]: r for r in a}, {r["seed"]: r for r in b}
+            notes.append("DiT, paired by seed (the two networks of a seed trained back to back, so they share the "
+                         "machine's speed on that day; the steps of different days differ): FID diffusers / minidiff "
+                         + ", ".join(f"{by_a[s]['results']['unguided']['fid'] / by_b[s]['results']['unguided']['fid']:.2f}x"
+                                     for s in pairs)
+                         + "; training steps minidiff / diffusers "
+                         + ", ".join(f"{by_b[s]['steps'] / by_a[s]['steps']:.2f}x" for s in pairs)
+                         + f" (seeds {', '.join(map(str, pairs))})")
     if not rows:
         return "".join(out) + _missing("recipe vs implementation",
                                        "python benchmarks/unet_recipe.py --recipes min_snr min_snr+diffusers_net")
