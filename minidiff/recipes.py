@@ -18,7 +18,7 @@ import torch
 
 from ._checks import check_tensor
 from .data import TensorSampler
-from .diffusion.ddpm import WEIGHTINGS, _check_prediction, _check_schedule, ddpm_loss
+from .diffusion.ddpm import WEIGHTINGS, _check_prediction, _check_schedule, ddpm_loss, q_sample
 from .diffusion.guidance import drop_condition
 from .diffusion.schedules import NoiseSchedule
 from .nets.dit import label_dropouts, set_label_dropouts
@@ -88,3 +88,25 @@ def train_ddpm(model, schedule: NoiseSchedule, x: torch.Tensor, y: torch.Tensor 
     if run.ema is not model:                # the EMA copy was taken with the dropout off
         set_label_dropouts(run.ema, own)
     return run
+
+
+def train_noisy_classifier(classifier, schedule: NoiseSchedule, x: torch.Tensor, y: torch.Tensor, *, cfg,
+                           batch_size: int, seed: int = 0, evaluate=None):
+    r"""Fit :math:`p_\phi(y \mid x_t, t)` for classifier guidance: cross-entropy of ``classifier(x_t, t)`` against the
+    labels ``y`` (int64), with :math:`t` uniform over the schedule's steps and :math:`x_t` drawn by
+    :func:`~minidiff.diffusion.ddpm.q_sample` (eq. 4), so the classifier sees every noise level the sampler visits.
+    ``cfg`` is a :class:`minidiff.train.TrainConfig`; returns its :class:`~minidiff.train.TrainResult`."""
+    _check_schedule(schedule)
+    check_tensor(x, "x", floating=True)
+    check_tensor(y, "y", ndim=1)
+    if y.dtype != torch.long or y.shape[0] != x.shape[0]:
+        raise ValueError(f"y must be int64 labels, one per row of x; got {y.dtype} of shape {tuple(y.shape)} for "
+                         f"{x.shape[0]} rows")
+    gen = torch.Generator().manual_seed(seed + 2)
+
+    def loss(m, batch):
+        xb, yb = batch
+        t = torch.randint(0, schedule.T, (xb.shape[0],), generator=gen).to(xb.device)
+        return torch.nn.functional.cross_entropy(m(q_sample(schedule, xb, t), t), yb)
+
+    return train(classifier, loss, TensorSampler(x, y, batch_size=batch_size, seed=seed), cfg, evaluate=evaluate)

@@ -263,3 +263,45 @@ def test_recipe_vs_implementation_gives_both_ratios(render_results, tmp_path, mo
                  "DiT, the implementation at an equal recipe: FID diffusers / minidiff **0.80x**, training steps "
                  "minidiff / diffusers **0.75x**"):
         assert text in section, text
+
+
+def test_chapter10_quotes_the_latent_study():
+    """Chapter 10's reference numbers (guided pixel and latent U-Nets, 300 s) are the medians and ranges over seeds in
+    benchmarks/results/latent_to_quality.json; its claims about them (best FID at w = 1, the latent model ahead after
+    75 s and level at 300 s) must hold for the JSON."""
+    import statistics
+
+    src = "".join("".join(c["source"]) for c in json.loads((ROOT / "chapters" / "10_latent_and_guidance.ipynb")
+                                                           .read_text())["cells"] if c["cell_type"] == "markdown")
+    runs = [r for r in json.loads((ROOT / "benchmarks" / "results" / "latent_to_quality.json").read_text())["runs"]
+            if r["budget_s"] == 300 and r["model"] in ("pixel-unet-guided", "latent-unet-guided")]
+
+    def spread(values):
+        v = sorted(values)
+        assert len(v) >= 3, "the chapter's claims need 3 seeds"
+        return f"{statistics.median(v):.1f} ({v[0]:.1f}-{v[-1]:.1f}, {len(v)} seeds)"
+
+    def of(model, key, field):
+        return [r["results"][key][field] for r in runs if r["model"] == model]
+
+    for w in ("1", "2", "3"):
+        assert spread(of("pixel-unet-guided", f"w={w}", "fid")) in src
+        assert f"| {100 * statistics.median(of('pixel-unet-guided', f'w={w}', 'accuracy')):.1f}%" in src \
+            or f"{100 * statistics.median(of('pixel-unet-guided', f'w={w}', 'accuracy')):.1f}% |" in src
+    fid = {(m, w): statistics.median(of(m, f"w={w}", "fid")) for m in ("pixel-unet-guided", "latent-unet-guided")
+           for w in ("1", "2")}
+    assert all(fid[m, "1"] < fid[m, "2"] for m in ("pixel-unet-guided", "latent-unet-guided"))   # best FID at w = 1
+    assert spread(of("latent-unet-guided", "w=1", "fid")) in src
+    assert spread(of("latent-unet-guided", "w=1.5", "fid")) in src
+    assert f"{100 * statistics.median(of('latent-unet-guided', 'w=1.5', 'accuracy')):.1f}% of requested" in src
+    early = {m: [r["curve"][0]["fid200"] for r in runs if r["model"] == m] for m in ("pixel-unet-guided",
+                                                                                    "latent-unet-guided")}
+    assert all(abs(r["curve"][0]["seconds"] - 75) < 5 for r in runs)
+    assert f"after 75 s its FID is {spread(early['latent-unet-guided'])} against the pixel model's\n" \
+           f"{spread(early['pixel-unet-guided'])}" in src
+    assert statistics.median(early["latent-unet-guided"]) < min(early["pixel-unet-guided"])    # "ahead early"
+    a, b = (sorted(of(m, "w=1", "fid")) for m in ("latent-unet-guided", "pixel-unet-guided"))
+    assert a[0] <= b[-1] and b[0] <= a[-1], "'level at 300 s' needs overlapping ranges"
+    steps = {m: statistics.median(r["steps"] for r in runs if r["model"] == m) for m in early}
+    assert f"which took {steps['latent-unet-guided']:,.0f} steps, against" in src
+    assert f"the pixel model's {steps['pixel-unet-guided']:,.0f}" in src

@@ -379,17 +379,29 @@ class GuidanceChapterConfig(Trains):
     ``latent_channels_unet`` gets the same wall time as the pixel model; the CLIP-style pair trains ``clip_steps`` and a
     text-conditioned latent model ``text_steps`` / ``text_max_seconds``. ``compare_seconds`` (when set) is a shorter
     wall-time budget for the latent-vs-pixel comparison: the pixel model is snapshot after that many seconds, then
-    resumes to its full budget; ``None`` compares at the pixel model's full training time."""
+    resumes to its full budget; ``None`` compares at the pixel model's full training time.
 
-    _SUMMARY = ("{dataset} | T={T} {schedule} | {unet}, p_uncond {p_uncond} | {training} | "
-                "autoencoder {ae_steps} steps, CLIP {clip_steps} steps, text model {text_steps} steps | "
-                "scales ({scales}) | {n_samples} samples, {sample_steps} DDIM steps")
+    The recipe is chapter 04's (``weighting``, ``anneal_by_time``; the pixel model predicts ``prediction``, the latent
+    models always v) and the samplers chapter 05's: ``sampler`` is ``"ddim"`` or ``"dpmpp_2m_sde"`` (DPM-Solver++(2M)
+    SDE), ``sample_steps`` network calls (a guided call counts once: its two predictions share one batched pass).
+    The latent models train with batch ``latent_batch``."""
+
+    _SUMMARY = ("{dataset} | T={T} {schedule}, loss weighting {weighting} | {unet} ({prediction}), latent U-Net "
+                "{latent_base_channels} ch (v, batch {latent_batch}), p_uncond {p_uncond} | {training} | "
+                "autoencoder {ae_steps} steps, noisy classifier {clf_budget}, CLIP {clip_steps} steps, text model "
+                "{text_steps} steps | scales ({scales}) | {n_samples} samples, {sampler} {sample_steps} steps")
+
+    SAMPLERS = ("ddim", "dpmpp_2m_sde")
 
     dataset: str = "mnist5k"
     T: int = 50
     schedule: str = "cosine"
+    prediction: str = "eps"
+    weighting: str = "none"
+    anneal_by_time: bool = False
     unet: str = "UNet-XS"
     batch: int = 64
+    latent_batch: int = 64
     steps: int = 300
     max_seconds: float | None = None
     lr: float = 3e-3
@@ -407,10 +419,22 @@ class GuidanceChapterConfig(Trains):
     clip_steps: int = 150
     text_steps: int = 150
     text_max_seconds: float | None = None
+    # the noisy-image classifier of classifier guidance (minidiff.nets.NoisyClassifier, the pixel U-Net's patch)
+    clf_base_channels: int = 16
+    clf_steps: int = 150
+    clf_max_seconds: float | None = None
     compare_seconds: float | None = None
     scales: tuple[float, ...] = (0.0, 1.0, 2.0, 4.0, 6.0)
     n_samples: int = 200
     sample_steps: int = 20
+    sampler: str = "ddim"
+
+    def _summary_fields(self) -> dict:
+        return {**super()._summary_fields(), "clf_budget": _budget(self.clf_steps, self.clf_max_seconds)}
+
+    def __post_init__(self):
+        if self.sampler not in self.SAMPLERS:
+            raise ValueError(f"GuidanceChapterConfig.sampler must be one of {self.SAMPLERS}, got {self.sampler!r}")
 
     def ae_train_config(self, **overrides) -> TrainConfig:
         """The autoencoder's :class:`TrainConfig`: ``ae_steps`` at the chapter's ``lr``, no warmup, no EMA."""
@@ -419,6 +443,13 @@ class GuidanceChapterConfig(Trains):
     def clip_train_config(self, **overrides) -> TrainConfig:
         """The CLIP pair's :class:`TrainConfig`: ``clip_steps`` at the chapter's ``lr``, no warmup, no EMA."""
         return TrainConfig(**{"steps": self.clip_steps, "lr": self.lr, "ema_decay": None, **overrides})
+
+    def clf_train_config(self, **overrides) -> TrainConfig:
+        """The noisy classifier's :class:`TrainConfig`: ``clf_steps`` / ``clf_max_seconds`` at the chapter's ``lr``
+        and warmup, the learning rate annealed as the U-Net's, no EMA."""
+        return TrainConfig(**{"steps": self.clf_steps, "max_seconds": self.clf_max_seconds, "lr": self.lr,
+                              "warmup": self.warmup, "anneal_by_time": self.anneal_by_time, "ema_decay": None,
+                              **overrides})
 
     def text_train_config(self, **overrides) -> TrainConfig:
         """The text-conditioned latent model's :class:`TrainConfig`: the U-Net's, with the text model's budgets."""

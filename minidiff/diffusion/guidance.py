@@ -12,6 +12,17 @@ sampling time extrapolate from the unconditional towards the conditional predict
 so :math:`w = 0` is unconditional, :math:`w = 1` plainly conditional, and :math:`w > 1` sharpens
 :math:`p(y \mid x_t)^{w}`-like: samples become more typical of their class and less diverse. :func:`guided` does both
 predictions in **one** batched forward pass.
+
+**Classifier guidance** (Dhariwal & Nichol 2021, their Algorithm 2 written for :math:`\epsilon`). A separately trained
+classifier of *noisy* images :math:`p_\phi(y \mid x_t, t)` supplies the second term of Bayes' split of the score,
+:math:`\nabla \log p(x_t \mid y) = \nabla \log p(x_t) + \nabla \log p(y \mid x_t)`, scaled by :math:`s`. With
+:math:`\nabla \log p(x_t) = -\epsilon / \sqrt{1 - \bar\alpha_t}` (Tweedie, chapter 06):
+
+.. math:: \tilde\epsilon(x_t, y) = \epsilon_\theta(x_t) - s\,\sqrt{1 - \bar\alpha_t}\,\nabla_{x_t} \log p_\phi(y \mid x_t, t),
+
+the :math:`\epsilon` of :math:`p(x_t)\,p_\phi(y \mid x_t)^{s}`, the same target as classifier-free guidance at
+:math:`w = s` (:func:`classifier_guided`). The classifier is a network of its own
+(:class:`minidiff.nets.classifier.NoisyClassifier`, trained by :func:`minidiff.recipes.train_noisy_classifier`).
 """
 
 from __future__ import annotations
@@ -77,5 +88,42 @@ def guided(model: Callable, scale: float, null_label: int | torch.Tensor) -> Cal
         out = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, null]))
         cond, uncond = out.chunk(2)
         return uncond + scale * (cond - uncond)
+
+    return fn
+
+
+def classifier_guided(model: Callable, classifier: Callable, scale: float, schedule, *,
+                      null_label: int | None = None) -> Callable:
+    r"""Wrap an :math:`\epsilon`-predicting ``model`` and a noisy-image ``classifier(x_t, t) -> logits (B, K)`` into
+    the classifier-guided prediction
+    :math:`\epsilon_\theta(x_t) - s\sqrt{1-\bar\alpha_t}\,\nabla_{x_t}\log p_\phi(y \mid x_t, t)` (module docstring).
+    ``model`` is called as ``model(x, t)``, or as ``model(x, t, null)`` with ``null_label`` given (a classifier-free
+    model used unconditionally). ``schedule`` is the :class:`~minidiff.diffusion.schedules.NoiseSchedule` the model
+    was trained with. Returns ``fn(x, t, y)``; the gradient is taken even under ``torch.no_grad()``."""
+    if scale < 0:
+        raise ValueError(f"guidance scale must be >= 0, got {scale}")
+    if not hasattr(schedule, "gather"):
+        raise TypeError(f"schedule must be a NoiseSchedule, got {type(schedule).__name__}")
+
+    def fn(x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        if not isinstance(y, torch.Tensor) or y.dtype != torch.long or y.ndim != 1:
+            raise ValueError("classifier guidance needs int64 labels y of shape (B,) to steer towards; pass them "
+                             "through model_kwargs={'y': y} when sampling")
+        if y.shape[0] != x.shape[0]:
+            raise ValueError(f"y must have {x.shape[0]} rows to match x, got shape {tuple(y.shape)}")
+        with torch.no_grad():
+            eps = model(x, t) if null_label is None else model(x, t, torch.full_like(y, null_label))
+        if scale == 0:
+            return eps
+        with torch.enable_grad():
+            xg = x.detach().requires_grad_(True)
+            logits = classifier(xg, t)
+            if logits.ndim != 2 or logits.shape[0] != x.shape[0] or not 0 <= int(y.max()) < logits.shape[1]:
+                raise ValueError(f"the classifier must return logits (B, K) with every label below K; got shape "
+                                 f"{tuple(logits.shape)} for labels up to {int(y.max())}")
+            log_p = torch.log_softmax(logits.float(), dim=1).gather(1, y[:, None]).sum()
+            grad, = torch.autograd.grad(log_p, xg)
+        sigma = schedule.gather("sqrt_one_minus_alphas_cumprod", t, x.ndim).to(x.dtype)
+        return eps - scale * sigma * grad.to(eps.dtype)
 
     return fn
