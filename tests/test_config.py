@@ -281,3 +281,12 @@ def test_moved_cache_names_say_where_they_went():
         config.cached
     with pytest.raises(AttributeError, match="no attribute 'nothing_here'"):
         config.nothing_here
+
+
+def test_guidance_config_refuses_unknown_sampler_prediction_and_weighting():
+    from minidiff.config.schema import GuidanceChapterConfig
+
+    for bad, word in ((dict(sampler="euler"), "sampler"), (dict(prediction="score"), "prediction"),
+                      (dict(weighting="snr"), "weighting"), (dict(latent_batch=0), "latent_batch")):
+        with pytest.raises(ValueError, match=word):
+            GuidanceChapterConfig(**bad)

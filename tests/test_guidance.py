@@ -308,6 +308,10 @@ def test_classifier_guidance_uses_the_null_label_and_refuses_bad_input():
         G.classifier_guided(cfg_model, clf, 1.0, sched)(x, t, torch.arange(3))
     with pytest.raises(ValueError, match="logits"):
         G.classifier_guided(cfg_model, clf, 1.0, sched)(x, t, torch.tensor([0, 1, 2, 12]))
+    with pytest.raises(ValueError, match=r"\[0, K\)"):
+        G.classifier_guided(cfg_model, clf, 1.0, sched)(x, t, torch.tensor([0, 1, 2, -1]))
+    with pytest.raises(ValueError, match="finite"):
+        G.classifier_guided(cfg_model, clf, float("nan"), sched)
     with pytest.raises(TypeError, match="NoiseSchedule"):
         G.classifier_guided(cfg_model, clf, 1.0, "cosine")
 

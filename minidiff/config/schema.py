@@ -435,6 +435,13 @@ class GuidanceChapterConfig(Trains):
     def __post_init__(self):
         if self.sampler not in self.SAMPLERS:
             raise ValueError(f"GuidanceChapterConfig.sampler must be one of {self.SAMPLERS}, got {self.sampler!r}")
+        if self.prediction not in ("eps", "x0", "v"):
+            raise ValueError(f"GuidanceChapterConfig.prediction must be 'eps', 'x0' or 'v', got {self.prediction!r}")
+        if self.weighting not in ("none", "min_snr"):
+            raise ValueError(f"GuidanceChapterConfig.weighting must be 'none' or 'min_snr', got {self.weighting!r}")
+        if self.latent_batch < 1 or self.clf_base_channels < 1 or self.clf_steps < 1:
+            raise ValueError(f"GuidanceChapterConfig: latent_batch, clf_base_channels and clf_steps must be >= 1, got "
+                             f"{self.latent_batch}, {self.clf_base_channels}, {self.clf_steps}")
 
     def ae_train_config(self, **overrides) -> TrainConfig:
         """The autoencoder's :class:`TrainConfig`: ``ae_steps`` at the chapter's ``lr``, no warmup, no EMA."""

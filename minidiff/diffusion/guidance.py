@@ -27,6 +27,7 @@ the :math:`\epsilon` of :math:`p(x_t)\,p_\phi(y \mid x_t)^{s}`, the same target 
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -100,8 +101,8 @@ def classifier_guided(model: Callable, classifier: Callable, scale: float, sched
     ``model`` is called as ``model(x, t)``, or as ``model(x, t, null)`` with ``null_label`` given (a classifier-free
     model used unconditionally). ``schedule`` is the :class:`~minidiff.diffusion.schedules.NoiseSchedule` the model
     was trained with. Returns ``fn(x, t, y)``; the gradient is taken even under ``torch.no_grad()``."""
-    if scale < 0:
-        raise ValueError(f"guidance scale must be >= 0, got {scale}")
+    if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale >= 0):
+        raise ValueError(f"guidance scale must be a finite number >= 0, got {scale!r}")
     if not hasattr(schedule, "gather"):
         raise TypeError(f"schedule must be a NoiseSchedule, got {type(schedule).__name__}")
 
@@ -118,9 +119,10 @@ def classifier_guided(model: Callable, classifier: Callable, scale: float, sched
         with torch.enable_grad():
             xg = x.detach().requires_grad_(True)
             logits = classifier(xg, t)
-            if logits.ndim != 2 or logits.shape[0] != x.shape[0] or not 0 <= int(y.max()) < logits.shape[1]:
-                raise ValueError(f"the classifier must return logits (B, K) with every label below K; got shape "
-                                 f"{tuple(logits.shape)} for labels up to {int(y.max())}")
+            if logits.ndim != 2 or logits.shape[0] != x.shape[0] or not (int(y.min()) >= 0 and
+                                                                          int(y.max()) < logits.shape[1]):
+                raise ValueError(f"the classifier must return logits (B, K) and every label must lie in [0, K); got "
+                                 f"shape {tuple(logits.shape)} for labels {int(y.min())}..{int(y.max())}")
             log_p = torch.log_softmax(logits.float(), dim=1).gather(1, y[:, None]).sum()
             grad, = torch.autograd.grad(log_p, xg)
         sigma = schedule.gather("sqrt_one_minus_alphas_cumprod", t, x.ndim).to(x.dtype)
