@@ -102,11 +102,10 @@ def train_noisy_classifier(classifier, schedule: NoiseSchedule, x: torch.Tensor,
     if y.dtype != torch.long or y.shape[0] != x.shape[0]:
         raise ValueError(f"y must be int64 labels, one per row of x; got {y.dtype} of shape {tuple(y.shape)} for "
                          f"{x.shape[0]} rows")
-    gen = torch.Generator().manual_seed(seed + 2)
 
-    def loss(m, batch):
+    def loss(m, batch):          # t and noise from torch's global RNG, as ddpm_loss: checkpoints save and restore it
         xb, yb = batch
-        t = torch.randint(0, schedule.T, (xb.shape[0],), generator=gen).to(xb.device)
+        t = torch.randint(0, schedule.T, (xb.shape[0],), device=xb.device)
         return torch.nn.functional.cross_entropy(m(q_sample(schedule, xb, t), t), yb)
 
     return train(classifier, loss, TensorSampler(x, y, batch_size=batch_size, seed=seed), cfg, evaluate=evaluate)

@@ -290,3 +290,14 @@ def test_guidance_config_refuses_unknown_sampler_prediction_and_weighting():
                       (dict(weighting="snr"), "weighting"), (dict(latent_batch=0), "latent_batch")):
         with pytest.raises(ValueError, match=word):
             GuidanceChapterConfig(**bad)
+
+
+def test_guidance_config_accepts_exactly_what_the_diffusion_layer_knows():
+    """config sits below diffusion (it may not import it), so it spells the names out; they must not drift."""
+    from minidiff.config.schema import GuidanceChapterConfig
+    from minidiff.diffusion.ddpm import PREDICTIONS, WEIGHTINGS
+
+    for p in PREDICTIONS:
+        GuidanceChapterConfig(prediction=p)
+    for w in WEIGHTINGS:
+        GuidanceChapterConfig(weighting=w)
