@@ -171,6 +171,44 @@ def _grids_and_provenance(d: dict, name: str, pattern: str, caption: str) -> str
     return "".join(out)
 
 
+def unet_ablation() -> str:
+    """Chapter 08's reference sweep (``benchmarks/unet_ablation.py``), shipped in ``minidiff/assets/reference``."""
+    out = ["## The U-Net's parts at equal wall time (chapter 08)\n\n",
+           "The full U-Net of the `cpu` profile (with attention at its lowest resolution), the same without attention, "
+           "without skip connections, with an additive time embedding, and an MLP on flattened pixels, each trained "
+           "for the same wall-clock seconds on 2 threads with chapter 04's recipe (`benchmarks/unet_ablation.py`; the "
+           "recipe is the `cpu` profile's `unet` section). FID of 500 digits drawn with the profile's sampler: the "
+           "mean over seeds with its 95% Student-t interval, and the range.\n\n"]
+    path = HERE.parent / "minidiff" / "assets" / "reference" / "unet_ablation.json"
+    if not path.exists():
+        return "".join(out) + _missing("ablation", "python benchmarks/unet_ablation.py --seeds 0 1 2")
+    import statistics
+
+    sys.path.insert(0, str(HERE.parent))
+    from minidiff.reference import mean_ci
+
+    d = json.loads(path.read_text())
+    rows = []
+    for budget in sorted({r["budget_s"] for r in d["runs"]}):
+        for name in ("full", "no attention", "no skips", "additive time", "MLP"):
+            rs = [r for r in d["runs"] if r["variant"] == name and r["budget_s"] == budget]
+            if rs:
+                f = [r["fid"] for r in rs]
+                rows.append([name, f"{budget:g} s", len(rs), rs[0]["params"], float(rs[0]["mflops"]),
+                             int(statistics.median(r["steps"] for r in rs)), str(mean_ci(f)),
+                             f"{min(f):.1f}-{max(f):.1f}", float(statistics.median(r["confidence"] for r in rs))])
+    out.append(_table(["network", "budget", "seeds", "parameters", "MFLOPs / image", "training steps",
+                       "FID (mean ± 95% CI)", "FID range", "classifier confidence"], rows))
+    grids = sorted(RESULTS.glob("unet_ablation_*s.png"))
+    if grids:
+        out.append("\nSeed 0's digits:\n\n")
+        out += [f"- `{g.stem[len('unet_ablation_'):]}`: ![{g.stem}](../benchmarks/results/{g.name})\n" for g in grids]
+    dates = sorted(r["date"] for r in d["runs"])
+    out.append(f"\n*Measured {dates[0]} to {dates[-1]} on {d['machine']}, torch {d['torch']}; each run's command is in "
+               f"`minidiff/assets/reference/unet_ablation.json` (e.g. `{d['runs'][0]['command']}`).*\n")
+    return "".join(out)
+
+
 def latent_to_quality() -> str:
     out = ["## Latent diffusion, DiT and guidance on a CPU\n\n",
            "Models trained on the 7x7x4 latents of a small autoencoder or on pixels for the same wall-clock budget on "
@@ -405,7 +443,8 @@ def ddpm_fid() -> str:
 
 
 def render() -> str:
-    return "\n".join([INTRO, time_to_quality(), unet_recipe(), latent_to_quality(), recipe_vs_implementation(),
+    return "\n".join([INTRO, time_to_quality(), unet_recipe(), unet_ablation(), latent_to_quality(),
+                      recipe_vs_implementation(),
                       train_throughput(), ssl(), kernels(), gpu_check(), ddpm_fid()])
 
 

@@ -109,3 +109,21 @@ def train_noisy_classifier(classifier, schedule: NoiseSchedule, x: torch.Tensor,
         return torch.nn.functional.cross_entropy(m(q_sample(schedule, xb, t), t), yb)
 
     return train(classifier, loss, TensorSampler(x, y, batch_size=batch_size, seed=seed), cfg, evaluate=evaluate)
+
+
+def unet_ablations(cfg, shape=(1, 28, 28)) -> dict:
+    """Chapter 08's networks, each a function that builds one (seeded by the caller): the U-Net ``cfg.unet`` of
+    :data:`minidiff.nets.UNET_CONFIGS` with attention at its lowest resolution (``"full"``), the same without
+    attention, without skip connections, with an additive time embedding (Ho et al.'s, no scale), and an MLP on
+    flattened pixels (:class:`minidiff.nets.ImageMLP`, ``cfg.mlp_hidden`` x ``cfg.mlp_depth``). ``cfg`` is a
+    :class:`minidiff.config.schema.UNetChapterConfig`; the chapter and ``benchmarks/unet_ablation.py`` both build
+    their models here, so the live run and the reference sweep compare the same networks."""
+    from .nets import ImageMLP, UNet, unet_config
+
+    shape = tuple(shape)
+    full = unet_config(cfg.unet, attention=True)
+    kws = {"full": full, "no attention": {**full, "attention": False},
+           "no skips": {**full, "skip_connections": False}, "additive time": {**full, "time_conditioning": "add"}}
+    out = {name: (lambda kw=kw: UNet(in_channels=shape[0], **kw)) for name, kw in kws.items()}
+    out["MLP"] = lambda: ImageMLP(shape, hidden=cfg.mlp_hidden, depth=cfg.mlp_depth)
+    return out

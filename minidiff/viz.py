@@ -330,3 +330,11 @@ def plot_probe_bars(results: dict, chance: float | None = 0.1, ax=None, title: s
         ax.set_title(title)
     ax.grid(axis="y", alpha=0.3)
     return fig
+
+
+def progress(iterable, desc: str | None = None, **kwargs):
+    """An overall progress bar over ``iterable`` for a loop of several trainings or samplers (``tqdm``: a widget in
+    a live notebook, plain text elsewhere, drawn only at its start and end where no frontend shows it)."""
+    from ._progress import tqdm
+
+    return tqdm(iterable, desc=desc, **kwargs)

@@ -297,7 +297,20 @@ def test_guidance_config_accepts_exactly_what_the_diffusion_layer_knows():
     from minidiff.config.schema import GuidanceChapterConfig
     from minidiff.diffusion.ddpm import PREDICTIONS, WEIGHTINGS
 
-    for p in PREDICTIONS:
-        GuidanceChapterConfig(prediction=p)
-    for w in WEIGHTINGS:
-        GuidanceChapterConfig(weighting=w)
+    from minidiff.config.schema import UNetChapterConfig
+
+    for cls in (GuidanceChapterConfig, UNetChapterConfig):
+        for p in PREDICTIONS:
+            cls(prediction=p)
+        for w in WEIGHTINGS:
+            cls(weighting=w)
+
+
+def test_unet_config_refuses_unknown_sampler_prediction_weighting_and_mlp_sizes():
+    from minidiff.config.schema import UNetChapterConfig
+
+    for bad, word in ((dict(sampler="euler"), "sampler"), (dict(prediction="score"), "prediction"),
+                      (dict(weighting="snr"), "weighting"), (dict(mlp_hidden=1), "mlp_hidden"),
+                      (dict(mlp_depth=0), "mlp_depth")):
+        with pytest.raises(ValueError, match=word):
+            UNetChapterConfig(**bad)

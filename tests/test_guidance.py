@@ -123,7 +123,7 @@ def test_drop_condition_vectors_and_labels():
     assert torch.equal(out, null.expand_as(y))
     labels = torch.randint(0, 10, (1000,))
     assert ((G.drop_condition(labels, 1.0, 10)) == 10).all()
-    with pytest.raises(ValueError, match=r"null vector must have shape \(3,\)"):
+    with pytest.raises(ValueError, match=r"null condition must have shape \(3,\)"):
         G.drop_condition(y, 0.5, torch.zeros(4))
     with pytest.raises(ValueError, match="int null label"):
         G.drop_condition(labels, 0.5, None)
@@ -346,3 +346,82 @@ def test_noisy_classifier_learns_clean_digits_and_stays_near_chance_at_pure_nois
         train_noisy_classifier(clf, sched, tr.x, tr.y.float(), batch_size=8, cfg=TrainConfig(steps=1))
     with pytest.raises(ValueError, match="divisible by patch"):
         NoisyClassifier(1, 10, patch=3)(torch.zeros(2, 1, 8, 8), torch.zeros(2, dtype=torch.long))
+
+
+# ----------------------------------------------------------------------------- token sequences and cross-attention
+
+def test_cross_attention_block_is_softmax_attention_over_the_words():
+    """CrossAttentionBlock against a loop over positions and heads with the softmax written out."""
+    from minidiff.nets.unet import CrossAttentionBlock
+
+    torch.manual_seed(0)
+    blk = CrossAttentionBlock(8, context_dim=5, heads=2)
+    assert torch.equal(blk(torch.ones(1, 8, 3, 3), torch.randn(1, 4, 5)), torch.ones(1, 8, 3, 3))   # zero init
+    torch.nn.init.normal_(blk.proj.weight, std=0.3)
+    h, c = torch.randn(2, 8, 3, 3), torch.randn(2, 4, 5)
+    q = blk.q(blk.norm(h))                                   # (B, 8, 3, 3)
+    kv = blk.kv(c)                                           # (B, 4, 16): keys then values
+    out = torch.zeros_like(h)
+    for b in range(2):
+        for head in range(2):
+            sl = slice(4 * head, 4 * head + 4)
+            for i in range(3):
+                for j in range(3):
+                    qi = q[b, sl, i, j]
+                    scores = torch.stack([qi @ kv[b, w, sl] for w in range(4)]) / math.sqrt(4)
+                    p = torch.exp(scores - scores.max())
+                    p = p / p.sum()
+                    out[b, sl, i, j] = sum(p[w] * kv[b, w, 8 + 4 * head:8 + 4 * head + 4] for w in range(4))
+    want = h + blk.proj(out)
+    assert torch.allclose(blk(h, c), want, atol=1e-5)
+    assert torch.allclose(blk(h, c[:, [2, 0, 3, 1]]), want, atol=1e-5)     # the words' order does not matter
+
+
+def test_unet_reads_a_token_sequence_and_guidance_uses_the_empty_caption():
+    from minidiff.nets import UNet
+
+    torch.manual_seed(0)
+    net = UNet(1, 8, (1, 2), attention=False, context_dim=6).eval()
+    assert sum(type(m).__name__ == "CrossAttentionBlock" for m in net.modules()) == 4   # down, middle, 2 up
+    with torch.no_grad():
+        for p in net.parameters():
+            if p.ndim > 1 and p.abs().max() == 0:
+                p.normal_(std=0.2)
+    x, t = torch.randn(2, 1, 8, 8), torch.tensor([3, 40])
+    ctx = torch.randn(2, 5, 6)
+    null = torch.zeros(5, 6)
+    cond, uncond = net(x, t, ctx), net(x, t, null.expand(2, 5, 6))
+    assert (cond - uncond).abs().max() > 1e-4                 # the words change the prediction
+    assert torch.allclose(net(x, t), uncond, atol=1e-6)       # y=None: the empty caption, of any length
+    assert torch.allclose(G.guided(net, 2.5, null)(x, t, ctx), uncond + 2.5 * (cond - uncond), atol=1e-5)
+    with pytest.raises(ValueError, match=r"context y must be a float tensor \(2, L, 6\)"):
+        net(x, t, torch.randn(2, 6))
+    with pytest.raises(ValueError, match="one of num_classes"):
+        UNet(1, 8, (1,), cond_dim=4, context_dim=6)
+
+
+def test_drop_condition_replaces_whole_token_sequences():
+    g = torch.Generator().manual_seed(0)
+    y = torch.randn(10000, 3, 2) + 5
+    out = G.drop_condition(y, 0.3, generator=g)
+    dropped = (out == 0).flatten(1).all(1)
+    assert abs(dropped.float().mean().item() - 0.3) < 0.02
+    assert torch.equal(out[~dropped], y[~dropped]) and not (out[dropped] != 0).any()
+    null = torch.arange(6.0).view(3, 2)
+    assert torch.equal(G.drop_condition(y, 1.0, null), null.expand_as(y))
+    with pytest.raises(ValueError, match=r"null condition must have shape \(3, 2\)"):
+        G.drop_condition(y, 0.5, torch.zeros(2))
+
+
+def test_clip_token_condition_gives_unit_size_words_and_zero_padding():
+    caps = ["a thin handwritten one", "two"]
+    _, vocab = C.tokenize(caps)
+    torch.manual_seed(0)
+    clip = C.CLIPModel(vocab, dim=8, width=4).eval()
+    c = clip.token_condition(caps)
+    assert c.shape == (2, 6, 16)
+    norms = c.norm(dim=-1)
+    assert torch.allclose(norms[0, :4], torch.full((4,), 16 ** 0.5), atol=1e-4) and (norms[0, 4:] == 0).all()
+    assert torch.allclose(norms[1, 0], torch.tensor(16 ** 0.5), atol=1e-4) and (norms[1, 1:] == 0).all()
+    # the same word gives the same vector wherever it stands
+    assert torch.allclose(clip.token_condition(["two a"])[0, 0], c[1, 0])

@@ -156,3 +156,42 @@ def test_unet_configs_and_flops():
     f1 = count_flops(UNet(1, **unet_config("UNet-XS", patch=1)), xin, tin)
     f2 = count_flops(UNet(1, **unet_config("UNet-XS")), xin, tin)
     assert 3.5 < f1 / f2 < 4.5
+
+
+def test_image_mlp_is_a_time_mlp_on_flattened_pixels():
+    """ImageMLP(x, t) must equal TimeMLP on x.flatten(1) with the same weights, reshaped: no hidden pixel structure."""
+    from minidiff.nets import ImageMLP
+
+    torch.manual_seed(0)
+    net = ImageMLP((2, 3, 4), hidden=16, depth=2)
+    for p in net.parameters():                       # the output layer starts at default init; perturb all anyway
+        p.data.add_(0.1 * torch.randn_like(p))
+    x, t = torch.randn(5, 2, 3, 4), torch.randint(0, 50, (5,))
+    flat = TimeMLP(24, 16, 2)
+    flat.load_state_dict(net.mlp.state_dict())
+    assert torch.allclose(net(x, t), flat(x.reshape(5, 24), t).reshape(5, 2, 3, 4))
+    assert count_parameters(net) == count_parameters(flat)
+    with pytest.raises(ValueError, match="shape"):
+        net(torch.randn(5, 2, 4, 3), t)
+    with pytest.raises(ValueError, match="shape"):
+        ImageMLP((1, 28))
+
+
+def test_unet_ablations_build_the_chapter_networks():
+    from minidiff import config, recipes
+    from minidiff.config.schema import UNetChapterConfig
+    from minidiff.nets import ImageMLP
+
+    C = config.get_profile("ci").unet
+    nets = {name: build() for name, build in recipes.unet_ablations(C, (1, 28, 28)).items()}
+    assert tuple(nets) == UNetChapterConfig.VARIANTS
+    assert isinstance(nets["MLP"], ImageMLP) and nets["MLP"].mlp.dim == 784
+    full = nets["full"]
+    assert full.skip_connections and any(type(m).__name__ == "AttentionBlock" for m in full.modules())
+    assert not any(type(m).__name__ == "AttentionBlock" for m in nets["no attention"].modules())
+    assert not nets["no skips"].skip_connections
+    assert not any(getattr(m, "scale_shift", False) for m in nets["additive time"].modules())
+    assert any(getattr(m, "scale_shift", False) for m in full.modules())
+    x, t = torch.randn(2, 1, 28, 28), torch.tensor([0, 10])
+    for name, net in nets.items():
+        assert net(x, t).shape == x.shape, name

@@ -306,3 +306,26 @@ def test_chapter10_quotes_the_latent_study():
     steps = {m: statistics.median(r["steps"] for r in runs if r["model"] == m) for m in early}
     assert f"which took {steps['latent-unet-guided']:,.0f} steps, against" in src
     assert f"the pixel model's {steps['pixel-unet-guided']:,.0f}" in src
+
+
+def test_chapter08_quotes_the_ablation_sweep():
+    """Chapter 08's table of the reference sweep (minidiff/assets/reference/unet_ablation.json) must carry the file's
+    numbers, whole rows, for every network; the claims about them are asserted in the chapter itself, against the
+    same file, in every profile."""
+    import statistics
+
+    from minidiff.config.schema import UNetChapterConfig
+    from minidiff.reference import load, mean_ci
+
+    src = "".join("".join(c["source"]) for c in json.loads((ROOT / "chapters" / "08_unet.ipynb").read_text())["cells"]
+                  if c["cell_type"] == "markdown")
+    runs = load("unet_ablation")["runs"]
+    budget = max(r["budget_s"] for r in runs)
+    for name in UNetChapterConfig.VARIANTS:
+        rs = [r for r in runs if r["variant"] == name and r["budget_s"] == budget]
+        assert len(rs) >= 3, f"{name}: the chapter's claims need 3 seeds"
+        f = [r["fid"] for r in rs]
+        row = (f"| {name} | {len(rs)} | {statistics.median(r['steps'] for r in rs):,.0f} | {mean_ci(f)} | "
+               f"{min(f):.1f}-{max(f):.1f} |")
+        assert row in src, f"chapter 08's table lacks the row {row}"
+    assert f"{budget:g} s each, over three seeds" in src

@@ -347,18 +347,36 @@ class DiTChapterConfig(Trains):
 
 @dataclass(frozen=True)
 class UNetChapterConfig(Trains):
-    """Sizes for chapter 08: the U-Net of :data:`minidiff.nets.UNET_CONFIGS` named ``unet`` and its ablations, each
-    trained for the same number of ``steps`` (a wall-clock budget ``max_seconds`` can be added, but equal steps keep
-    the ablation independent of the machine's load). ``loss_t_fractions`` are the
-    points of the loss-by-time-step curve, as fractions of ``T - 1``."""
+    """Sizes for chapter 08: the U-Net of :data:`minidiff.nets.UNET_CONFIGS` named ``unet``, its ablations and an
+    MLP baseline (:class:`minidiff.nets.ImageMLP`, ``mlp_hidden`` x ``mlp_depth``), each trained with the same budget:
+    ``steps`` and, when set, ``max_seconds`` of wall-clock time. Equal time is the fair comparison when the
+    variants' steps cost different amounts; the ``ci`` profile uses equal steps, which do not depend on the machine's
+    load. The chapter trains ``live_variants``; ``benchmarks/unet_ablation.py`` trains all ``VARIANTS`` with the
+    ``cpu`` profile's section over several seeds (the chapter's reference sweep).
+    The recipe is chapter 04's (``prediction``, ``weighting``, ``anneal_by_time``, ``amp``); ``sampler`` is ``"ddim"``
+    or ``"dpmpp_2m_sde"`` with ``sample_steps`` network calls. ``loss_t_fractions`` are the points of the
+    loss-by-time-step curve, as fractions of ``T - 1``."""
 
-    _SUMMARY = ("{dataset} | T={T} {schedule} | {unet} | {training} | loss by t on {eval_images} images | {n_samples} "
-                "samples, {sample_steps} DDIM steps")
+    _SUMMARY = ("{dataset} | T={T} {schedule} {prediction}, loss weighting {weighting} | {unet}, MLP {mlp_hidden}x"
+                "{mlp_depth} | {training} | loss by t on {eval_images} images | {n_samples} samples, {sampler} "
+                "{sample_steps} steps")
+
+    SAMPLERS = ("ddim", "dpmpp_2m_sde")
+    # the networks of minidiff.recipes.unet_ablations
+    VARIANTS = ("full", "no attention", "no skips", "additive time", "MLP")
 
     dataset: str = "mnist5k"
     T: int = 50
     schedule: str = "cosine"
+    prediction: str = "eps"
+    weighting: str = "none"
+    anneal_by_time: bool = False
+    amp: str = "off"
     unet: str = "UNet-XS"
+    # the networks the chapter trains live (the others come from the reference sweep)
+    live_variants: tuple[str, ...] = ("full", "no attention")
+    mlp_hidden: int = 512
+    mlp_depth: int = 3
     batch: int = 64
     steps: int = 150
     max_seconds: float | None = None
@@ -369,6 +387,22 @@ class UNetChapterConfig(Trains):
     loss_t_fractions: tuple[float, ...] = (0.0, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0)
     n_samples: int = 200
     sample_steps: int = 20
+    sampler: str = "ddim"
+
+    def __post_init__(self):
+        if self.sampler not in self.SAMPLERS:
+            raise ValueError(f"UNetChapterConfig.sampler must be one of {self.SAMPLERS}, got {self.sampler!r}")
+        if self.prediction not in ("eps", "x0", "v"):
+            raise ValueError(f"UNetChapterConfig.prediction must be 'eps', 'x0' or 'v', got {self.prediction!r}")
+        if self.weighting not in ("none", "min_snr"):
+            raise ValueError(f"UNetChapterConfig.weighting must be 'none' or 'min_snr', got {self.weighting!r}")
+        unknown = [v for v in self.live_variants if v not in self.VARIANTS]
+        if unknown or not self.live_variants or "full" not in self.live_variants:
+            raise ValueError(f"UNetChapterConfig.live_variants must include 'full' and name only {self.VARIANTS}, "
+                             f"got {self.live_variants!r}")
+        if self.mlp_hidden < 2 or self.mlp_depth < 1:
+            raise ValueError(f"UNetChapterConfig: need mlp_hidden >= 2 and mlp_depth >= 1, got {self.mlp_hidden}, "
+                             f"{self.mlp_depth}")
 
 
 
@@ -377,7 +411,8 @@ class GuidanceChapterConfig(Trains):
     """Sizes for chapter 10. A class-conditional pixel-space U-Net (``unet``) trains for ``steps`` / ``max_seconds``
     with label dropout ``p_uncond`` and is swept over the guidance ``scales``; a latent model of width
     ``latent_channels_unet`` gets the same wall time as the pixel model; the CLIP-style pair trains ``clip_steps`` and a
-    text-conditioned latent model ``text_steps`` / ``text_max_seconds``. ``compare_seconds`` (when set) is a shorter
+    text-conditioned latent model (reading the caption's words by cross-attention) ``text_steps`` /
+    ``text_max_seconds``. ``compare_seconds`` (when set) is a shorter
     wall-time budget for the latent-vs-pixel comparison: the pixel model is snapshot after that many seconds, then
     resumes to its full budget; ``None`` compares at the pixel model's full training time.
 

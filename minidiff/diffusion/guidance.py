@@ -47,30 +47,34 @@ def drop_labels(y: torch.Tensor, p_uncond: float, null_label: int, generator: to
 
 
 def drop_condition(y: torch.Tensor, p_uncond: float, null=None, generator: torch.Generator | None = None) -> torch.Tensor:
-    """:func:`drop_labels` for labels (``null`` an int) and for condition vectors (B, d), whose rows are replaced by
-    ``null`` (a (d,) tensor, default the zero vector) with probability ``p_uncond``."""
-    check_tensor(y, "y", ndim=(1, 2))
+    """:func:`drop_labels` for labels (``null`` an int), and for condition vectors (B, d) or token sequences
+    (B, L, d), whose rows are replaced by ``null`` (a (d,) or (L, d) tensor, default zeros: the empty condition)
+    with probability ``p_uncond``."""
+    check_tensor(y, "y", ndim=(1, 2, 3))
     if not y.is_floating_point():
         if not isinstance(null, int):
             raise ValueError(f"labels need an int null label, got {null!r}")
         return drop_labels(y, p_uncond, null, generator)
-    if y.ndim != 2:
-        raise ValueError(f"condition vectors must have shape (B, d), got {tuple(y.shape)}")
+    if y.ndim == 1:
+        raise ValueError(f"condition vectors must have shape (B, d) or (B, L, d), got {tuple(y.shape)}")
     if not 0 <= p_uncond <= 1:
         raise ValueError(f"p_uncond must be a probability in [0, 1], got {p_uncond}")
-    null_vec = torch.zeros(y.shape[1], dtype=y.dtype, device=y.device) if null is None else \
+    row = tuple(y.shape[1:])
+    null_row = torch.zeros(row, dtype=y.dtype, device=y.device) if null is None else \
         torch.as_tensor(null, dtype=y.dtype, device=y.device)
-    if null_vec.shape != (y.shape[1],):
-        raise ValueError(f"null vector must have shape ({y.shape[1]},), got {tuple(null_vec.shape)}")
+    if tuple(null_row.shape) != row:
+        raise ValueError(f"null condition must have shape {row}, got {tuple(null_row.shape)}")
     u = torch.rand(y.shape[0], generator=generator).to(y.device)
-    return torch.where((u < p_uncond)[:, None], null_vec.expand_as(y), y)
+    keep = (u >= p_uncond).reshape(-1, *([1] * len(row)))
+    return torch.where(keep, y, null_row.expand_as(y))
 
 
 def guided(model: Callable, scale: float, null_label: int | torch.Tensor) -> Callable:
     r"""Wrap a conditional ``model(x, t, y)`` into the guided prediction
     :math:`\epsilon_\varnothing + w(\epsilon_y - \epsilon_\varnothing)`, computed with a single forward pass on the doubled
-    batch ``[x, x]`` with conditions ``[y, null]``. ``y`` are int64 labels with ``null_label`` an int, or condition
-    vectors (B, d) with ``null_label`` a (d,) tensor (e.g. zeros). Returns ``fn(x, t, y)``."""
+    batch ``[x, x]`` with conditions ``[y, null]``. ``y`` are int64 labels with ``null_label`` an int, condition
+    vectors (B, d) with ``null_label`` a (d,) tensor (e.g. zeros), or token sequences (B, L, d) with ``null_label``
+    an (L, d) tensor. Returns ``fn(x, t, y)``."""
     if scale < 0:
         raise ValueError(f"guidance scale must be >= 0, got {scale}")
 

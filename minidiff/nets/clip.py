@@ -105,6 +105,15 @@ class CLIPModel(torch.nn.Module):
         return self.encode_text(self.tokens(captions)) * self.dim ** 0.5
 
     @torch.no_grad()
+    def token_condition(self, captions: list[str]) -> torch.Tensor:
+        """The words of ``captions`` one by one, for a generator that reads them by cross-attention
+        (:class:`minidiff.nets.unet.CrossAttentionBlock`): the text encoder's word embeddings (B, max_len, 2 dim),
+        each scaled to norm :math:`\\sqrt{2\\,\\text{dim}}` (entries of about unit size); padding stays zero, so
+        the all-zero sequence is the empty caption."""
+        e = self.text_encoder.embed(self.tokens(captions))
+        return F.normalize(e, dim=-1) * e.shape[-1] ** 0.5 * (e.abs().sum(-1, keepdim=True) > 0)
+
+    @torch.no_grad()
     def zero_shot(self, x: torch.Tensor, prompts: list[str], batch_size: int = 500) -> torch.Tensor:
         """Index of the prompt whose embedding is closest (cosine) to each image: zero-shot classification."""
         text = self.encode_text(self.tokens(prompts))

@@ -46,3 +46,23 @@ class TimeMLP(nn.Module):
         for blk in self.blocks:
             h = blk(h, temb)
         return self.out(h)
+
+
+class ImageMLP(nn.Module):
+    """``ImageMLP((1, 28, 28))(x, t)``: chapter 08's no-architecture baseline. The images (B, C, H, W) are flattened
+    to vectors and denoised by a :class:`TimeMLP`, which knows nothing of pixels being neighbours: no convolutions,
+    no resolutions, no skips. It is the seed articles' fully connected denoiser (784 -> 128 -> 784), widened to
+    ``hidden`` units, made residual and told the time step, so that it can learn at all."""
+
+    def __init__(self, shape=(1, 28, 28), hidden: int = 512, depth: int = 3):
+        super().__init__()
+        shape = tuple(int(s) for s in shape)
+        if len(shape) != 3 or min(shape) < 1:
+            raise ValueError(f"shape must be (C, H, W) with positive sizes, got {shape}")
+        self.shape = shape
+        self.mlp = TimeMLP(dim=shape[0] * shape[1] * shape[2], hidden=hidden, depth=depth)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4 or tuple(x.shape[1:]) != self.shape:
+            raise ValueError(f"x must have shape (B, {', '.join(map(str, self.shape))}), got {tuple(x.shape)}")
+        return self.mlp(x.flatten(1), t).view_as(x)

@@ -134,6 +134,32 @@ class AttentionBlock(nn.Module):
         return x + self.proj(out.transpose(-1, -2).reshape(B, C, H, W))
 
 
+class CrossAttentionBlock(nn.Module):
+    r"""Cross-attention (Rombach et al. 2022, eq. 3): the H*W positions ask (queries), a sequence of condition tokens
+    ``context`` (B, L, context_dim), e.g. the words of a caption, answers (keys and values):
+    :math:`\mathrm{softmax}(Q K^\top / \sqrt d)\,V` with :math:`Q = W_Q\,\mathrm{GN}(h)`,
+    :math:`K = W_K c`, :math:`V = W_V c`. Each position reads the words it needs, wherever they stand in the
+    caption, instead of one pooled vector for the whole image. The output projection starts at zero, so the block
+    starts as the identity; an all-zero context (the empty caption) gives every position the same value vector."""
+
+    def __init__(self, ch: int, context_dim: int, heads: int = 4):
+        super().__init__()
+        if ch % heads:
+            heads = 1
+        self.heads = heads
+        self.norm = nn.GroupNorm(_groups(ch), ch)
+        self.q = nn.Conv2d(ch, ch, 1)
+        self.kv = nn.Linear(context_dim, 2 * ch)
+        self.proj = zero_module(nn.Conv2d(ch, ch, 1))
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        B, C, H, W = x.shape
+        q = self.q(self.norm(x)).reshape(B, self.heads, C // self.heads, H * W).transpose(-1, -2)   # (B, h, HW, d)
+        k, v = self.kv(context).reshape(B, context.shape[1], 2, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)
+        out = attend(q, k, v)                                                                        # (B, h, HW, d)
+        return x + self.proj(out.transpose(-1, -2).reshape(B, C, H, W))
+
+
 class UNet(nn.Module):
     """``UNet(in_channels, base_channels, channel_mults, ...)(x, t)`` -> tensor shaped like ``x``.
 
@@ -145,6 +171,9 @@ class UNet(nn.Module):
       drops labels itself: training with null labels is :func:`minidiff.recipes.train_ddpm`'s ``p_uncond``.
     - ``cond_dim``: optional conditioning by a vector ``y`` of shape (B, cond_dim) (a text or feature embedding),
       linearly projected and added to the time embedding; the zero vector is the "no condition" input.
+    - ``context_dim``: optional conditioning by a sequence of tokens ``y`` of shape (B, L, context_dim) (the words of
+      a caption), read by a :class:`CrossAttentionBlock` after every block at the lowest resolution and in the
+      middle; the all-zero sequence is the "no condition" input.
     - ``patch``: space-to-depth factor applied first (``pixel_unshuffle``), a cheap way to shrink the grid on CPU.
     - ``skip_connections``, ``time_conditioning``: ablation switches (module docstring).
     """
@@ -152,7 +181,7 @@ class UNet(nn.Module):
     def __init__(self, in_channels: int = 1, base_channels: int = 32, channel_mults=(1, 2, 2), num_res_blocks: int = 1,
                  attention: bool = True, dropout: float = 0.0, num_classes: int | None = None, out_channels: int | None = None,
                  patch: int = 1, cond_dim: int | None = None, skip_connections: bool = True,
-                 time_conditioning: str = "scale_shift"):
+                 time_conditioning: str = "scale_shift", context_dim: int | None = None):
         super().__init__()
         if patch < 1:
             raise ValueError(f"patch must be >= 1, got {patch}")
@@ -166,8 +195,9 @@ class UNet(nn.Module):
         self.skip_connections = skip_connections
         emb_dim = 4 * base_channels
         self.time_embed = TimestepEmbedder(emb_dim, freq_dim=base_channels * 2 if base_channels >= 16 else 32)
-        if num_classes and cond_dim:
-            raise ValueError("give num_classes (labels) or cond_dim (vectors), not both")
+        if sum(bool(c) for c in (num_classes, cond_dim, context_dim)) > 1:
+            raise ValueError("give one of num_classes (labels), cond_dim (vectors) or context_dim (token sequences)")
+        self.context_dim = context_dim
         self.label_embed = nn.Embedding(num_classes + 1, emb_dim) if num_classes else None
         self.cond_dim = cond_dim
         self.cond_proj = nn.Linear(cond_dim, emb_dim) if cond_dim else None
@@ -184,13 +214,16 @@ class UNet(nn.Module):
                 blocks = nn.ModuleList([res(ch, cout)])
                 if attention and level == n_levels - 1:
                     blocks.append(AttentionBlock(cout))
+                if context_dim and level == n_levels - 1:
+                    blocks.append(CrossAttentionBlock(cout, context_dim))
                 self.down.append(blocks)
                 ch = cout
                 skip_ch.append(ch)
             if level != n_levels - 1:
                 self.down.append(nn.ModuleList([nn.Conv2d(ch, ch, 3, stride=2, padding=1)]))
                 skip_ch.append(ch)
-        self.mid = nn.ModuleList([res(ch, ch)] + ([AttentionBlock(ch)] if attention else []) + [res(ch, ch)])
+        self.mid = nn.ModuleList([res(ch, ch)] + ([AttentionBlock(ch)] if attention else [])
+                                 + ([CrossAttentionBlock(ch, context_dim)] if context_dim else []) + [res(ch, ch)])
         self.up = nn.ModuleList()
         for level in reversed(range(n_levels)):
             cout = chans[level]
@@ -199,6 +232,8 @@ class UNet(nn.Module):
                 blocks = nn.ModuleList([res(ch + skip, cout)])
                 if attention and level == n_levels - 1:
                     blocks.append(AttentionBlock(cout))
+                if context_dim and level == n_levels - 1:
+                    blocks.append(CrossAttentionBlock(cout, context_dim))
                 self.up.append(blocks)
                 ch = cout
             if level != 0:
@@ -224,22 +259,35 @@ class UNet(nn.Module):
             emb = emb + self.label_embed(y)
         elif self.cond_proj is not None:
             emb = emb + self.cond_proj(condition_vector(y, x, self.cond_dim))
+        elif self.context_dim:
+            if y is None:
+                y = torch.zeros(x.shape[0], 1, self.context_dim, device=x.device, dtype=x.dtype)
+            if not isinstance(y, torch.Tensor) or not y.is_floating_point() or y.ndim != 3 \
+                    or y.shape[0] != x.shape[0] or y.shape[2] != self.context_dim:
+                got = f"{y.dtype} {tuple(y.shape)}" if isinstance(y, torch.Tensor) else type(y).__name__
+                raise ValueError(f"context y must be a float tensor ({x.shape[0]}, L, {self.context_dim}), got {got}")
         elif y is not None:
-            raise ValueError("this UNet was built without num_classes or cond_dim, so it takes no conditioning y")
+            raise ValueError("this UNet was built without num_classes, cond_dim or context_dim, so it takes no "
+                             "conditioning y")
         if self.patch > 1:  # space-to-depth: (B, C, H, W) -> (B, C*p*p, H/p, W/p)
             x = F.pixel_unshuffle(x, self.patch)
         h = self.conv_in(x)
         skips = [h]
+        def apply(m, h):
+            if isinstance(m, ResBlock):
+                return m(h, emb)
+            return m(h, y) if isinstance(m, CrossAttentionBlock) else m(h)
+
         for blocks in self.down:
             for m in blocks:
-                h = m(h, emb) if isinstance(m, ResBlock) else m(h)
+                h = apply(m, h)
             skips.append(h)
         for m in self.mid:
-            h = m(h, emb) if isinstance(m, ResBlock) else m(h)
+            h = apply(m, h)
         for blocks in self.up:
             if isinstance(blocks[0], ResBlock) and self.skip_connections:
                 h = torch.cat([h, skips.pop()], dim=1)
             for m in blocks:
-                h = m(h, emb) if isinstance(m, ResBlock) else m(h)
+                h = apply(m, h)
         h = self.out(h)
         return F.pixel_shuffle(h, self.patch) if self.patch > 1 else h

@@ -1,0 +1,72 @@
+"""Reference runs: the multi-seed sweeps a chapter cannot afford to train live, shipped with the package.
+
+A chapter trains live what fits its budget (its models, one comparison at one seed). The comparison over several
+seeds comes from a script in ``benchmarks/`` run once on a 2-core CPU machine; it writes its runs, each with the
+command, machine and date that produced it, to ``minidiff/assets/reference/<name>.json``, and the chapter plots that
+file::
+
+    from minidiff import reference
+    runs = reference.load("unet_ablation")["runs"]
+    print(reference.mean_ci([r["fid"] for r in runs if r["variant"] == "full"]))
+
+Shipping the files with the package lets a chapter plot them on Colab, where only the package is installed; the
+tests check the chapters' sentences against the same files.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from importlib import resources
+from typing import NamedTuple
+
+# two-sided 95% quantiles of Student's t by degrees of freedom (scipy.stats.t.ppf(0.975, df)); 1.96 beyond
+_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+         15: 2.131, 20: 2.086, 30: 2.042}
+
+
+def names() -> list[str]:
+    """The reference runs shipped with the package."""
+    folder = resources.files("minidiff") / "assets" / "reference"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".json"))
+
+
+def load(name: str) -> dict:
+    """The reference file ``name`` (``"unet_ablation"``): a dict with ``"runs"`` (one dict per run) and the header its
+    benchmark wrote (the recipe, machine, torch version)."""
+    path = resources.files("minidiff") / "assets" / "reference" / f"{name}.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"no reference run {name!r}; shipped: {', '.join(names()) or 'none'}")
+    return json.loads(path.read_text())
+
+
+def t975(df: int) -> float:
+    """The 97.5% quantile of Student's t with ``df`` degrees of freedom (tabulated; the next smaller tabulated df
+    above 10, so the interval errs wide; 1.96 from 31 on)."""
+    if df < 1:
+        raise ValueError(f"df must be >= 1, got {df}")
+    if df > 30:
+        return 1.96
+    return _T975[max(k for k in _T975 if k <= df)]
+
+
+class MeanCI(NamedTuple):
+    """``mean`` of ``n`` values and the half-width ``ci95`` of its 95% t-interval (``nan`` for one value)."""
+
+    mean: float
+    ci95: float
+    n: int
+
+    def __str__(self) -> str:
+        return f"{self.mean:.1f} ± {self.ci95:.1f}" if self.n > 1 else f"{self.mean:.1f}"
+
+
+def mean_ci(values) -> MeanCI:
+    """Mean and 95% confidence half-width (Student's t, sample standard deviation) of ``values``."""
+    v = [float(x) for x in values]
+    if not v:
+        raise ValueError("mean_ci needs at least one value")
+    if len(v) == 1:
+        return MeanCI(v[0], math.nan, 1)
+    return MeanCI(statistics.mean(v), t975(len(v) - 1) * statistics.stdev(v) / math.sqrt(len(v)), len(v))

@@ -1,0 +1,44 @@
+"""minidiff.reference: the shipped reference runs and the confidence intervals the chapters quote."""
+
+import math
+
+import pytest
+
+from minidiff import reference
+
+
+def test_t_quantiles_match_scipy():
+    stats = pytest.importorskip("scipy.stats")
+    for df in (1, 2, 3, 4, 5, 9, 10, 15, 20, 30):
+        assert reference.t975(df) == pytest.approx(stats.t.ppf(0.975, df), abs=1e-3)
+    # between tabulated values the next smaller df is used: the interval errs wide, never narrow
+    for df in (11, 17, 25):
+        assert reference.t975(df) >= stats.t.ppf(0.975, df)
+    assert reference.t975(100) == 1.96
+    with pytest.raises(ValueError, match="df"):
+        reference.t975(0)
+
+
+def test_mean_ci_is_the_student_t_interval():
+    stats = pytest.importorskip("scipy.stats")
+    values = [61.2, 57.8, 77.4]
+    m = reference.mean_ci(values)
+    lo, hi = stats.t.interval(0.95, len(values) - 1, loc=stats.tmean(values), scale=stats.sem(values))
+    assert m.n == 3 and m.mean == pytest.approx(sum(values) / 3)
+    assert m.ci95 == pytest.approx((hi - lo) / 2, rel=1e-3)
+    assert str(m) == f"{m.mean:.1f} ± {m.ci95:.1f}"
+    one = reference.mean_ci([5.0])
+    assert one.mean == 5.0 and math.isnan(one.ci95) and str(one) == "5.0"
+    with pytest.raises(ValueError, match="at least one"):
+        reference.mean_ci([])
+
+
+def test_shipped_reference_runs_load_and_unknown_names_are_named():
+    shipped = reference.names()
+    assert "unet_ablation" in shipped
+    for name in shipped:
+        d = reference.load(name)
+        assert d["runs"] and all("command" in r and "date" in r for r in d["runs"]), name
+        assert "machine" in d and "torch" in d
+    with pytest.raises(FileNotFoundError, match="unet_ablation"):
+        reference.load("no_such_run")
