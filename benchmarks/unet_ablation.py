@@ -1,6 +1,6 @@
 """Chapter 08's reference sweep: the U-Net's parts and an MLP baseline, each at equal wall time, over seeds.
 
-    .venv/bin/python benchmarks/unet_ablation.py --seeds 0 1 2 --budget 120
+    .venv/bin/python benchmarks/unet_ablation.py --seeds 0 1 2      # the shipped sweep: 180 s a run, about an hour
     .venv/bin/python benchmarks/unet_ablation.py --table          # the table of every run recorded so far
 
 Every network of :func:`minidiff.recipes.unet_ablations` (the full U-Net with attention, without attention, without
@@ -118,7 +118,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
-    ap.add_argument("--budget", type=float, default=120.0)
+    ap.add_argument("--budget", type=float, default=section().max_seconds,
+                    help="training seconds per run (default: the cpu profile's, the shipped sweep's)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--samples", type=int, default=500)
     ap.add_argument("--table", action="store_true", help="print the table of the recorded runs and stop")

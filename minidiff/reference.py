@@ -21,9 +21,9 @@ import statistics
 from importlib import resources
 from typing import NamedTuple
 
-# two-sided 95% quantiles of Student's t by degrees of freedom (scipy.stats.t.ppf(0.975, df)); 1.96 beyond
+# two-sided 95% quantiles of Student's t by degrees of freedom (scipy.stats.t.ppf(0.975, df))
 _T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
-         15: 2.131, 20: 2.086, 30: 2.042}
+         15: 2.131, 20: 2.086, 30: 2.042, 40: 2.021, 60: 2.000, 120: 1.980}
 
 
 def names() -> list[str]:
@@ -42,12 +42,10 @@ def load(name: str) -> dict:
 
 
 def t975(df: int) -> float:
-    """The 97.5% quantile of Student's t with ``df`` degrees of freedom (tabulated; the next smaller tabulated df
-    above 10, so the interval errs wide; 1.96 from 31 on)."""
+    """The 97.5% quantile of Student's t with ``df`` degrees of freedom, tabulated: between tabulated values the next
+    smaller df's (larger) quantile, so an interval errs wide, never narrow."""
     if df < 1:
         raise ValueError(f"df must be >= 1, got {df}")
-    if df > 30:
-        return 1.96
     return _T975[max(k for k in _T975 if k <= df)]
 
 

@@ -396,6 +396,10 @@ def test_unet_reads_a_token_sequence_and_guidance_uses_the_empty_caption():
     assert torch.allclose(G.guided(net, 2.5, null)(x, t, ctx), uncond + 2.5 * (cond - uncond), atol=1e-5)
     with pytest.raises(ValueError, match=r"context y must be a float tensor \(2, L, 6\)"):
         net(x, t, torch.randn(2, 6))
+    with pytest.raises(ValueError, match="L >= 1"):
+        net(x, t, torch.randn(2, 0, 6))
+    with pytest.raises(ValueError, match="x's device with x's dtype"):
+        net(x, t, torch.randn(2, 5, 6, dtype=torch.float64))
     with pytest.raises(ValueError, match="one of num_classes"):
         UNet(1, 8, (1,), cond_dim=4, context_dim=6)
 

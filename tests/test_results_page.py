@@ -329,3 +329,16 @@ def test_chapter08_quotes_the_ablation_sweep():
                f"{min(f):.1f}-{max(f):.1f} |")
         assert row in src, f"chapter 08's table lacks the row {row}"
     assert f"{budget:g} s each, over three seeds" in src
+    # the numbers the bullets repeat
+    by = {n: {r["seed"]: r for r in runs if r["variant"] == n and r["budget_s"] == budget}
+          for n in UNetChapterConfig.VARIANTS}
+    fid = {n: mean_ci([r["fid"] for r in rs.values()]) for n, rs in by.items()}
+    assert f"{fid['no attention']} against {fid['full']}" in src
+    steps = {n: statistics.median(r["steps"] for r in rs.values()) for n, rs in by.items()}
+    assert f"takes {steps['no attention'] / steps['full']:.2f} times the steps" in src
+    gaps = [by["no skips"][s]["fid"] - by["full"][s]["fid"] for s in by["full"]]
+    assert f"by {min(gaps):.0f} to {max(gaps):.0f}" in src
+    params = by["MLP"][0]["params"] / by["full"][0]["params"]
+    assert f"with {params:.0f} times the parameters" in src
+    add0 = [by["additive time"][s]["loss_by_t"][0] / by["full"][s]["loss_by_t"][0] - 1 for s in by["full"]]
+    assert f"(by {100 * min(add0):.0f}% to\n  {100 * max(add0):.0f}%," in src

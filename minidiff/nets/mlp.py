@@ -51,7 +51,8 @@ class TimeMLP(nn.Module):
 class ImageMLP(nn.Module):
     """``ImageMLP((1, 28, 28))(x, t)``: chapter 08's no-architecture baseline. The images (B, C, H, W) are flattened
     to vectors and denoised by a :class:`TimeMLP`, which knows nothing of pixels being neighbours: no convolutions,
-    no resolutions, no skips. It is the seed articles' fully connected denoiser (784 -> 128 -> 784), widened to
+    no resolutions, no skips. It is the fully connected denoiser of the tutorials this course grew from
+    (784 -> 128 -> 784), widened to
     ``hidden`` units, made residual and told the time step, so that it can learn at all."""
 
     def __init__(self, shape=(1, 28, 28), hidden: int = 512, depth: int = 3):

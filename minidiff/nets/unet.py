@@ -140,7 +140,9 @@ class CrossAttentionBlock(nn.Module):
     :math:`\mathrm{softmax}(Q K^\top / \sqrt d)\,V` with :math:`Q = W_Q\,\mathrm{GN}(h)`,
     :math:`K = W_K c`, :math:`V = W_V c`. Each position reads the words it needs, wherever they stand in the
     caption, instead of one pooled vector for the whole image. The output projection starts at zero, so the block
-    starts as the identity; an all-zero context (the empty caption) gives every position the same value vector."""
+    starts as the identity; an all-zero context (the empty caption) gives every position the same value vector,
+    whatever its length. Nothing is masked: zero (padding) tokens still take attention weight through the key and
+    value biases, as in Stable Diffusion's padded captions."""
 
     def __init__(self, ch: int, context_dim: int, heads: int = 4):
         super().__init__()
@@ -263,9 +265,13 @@ class UNet(nn.Module):
             if y is None:
                 y = torch.zeros(x.shape[0], 1, self.context_dim, device=x.device, dtype=x.dtype)
             if not isinstance(y, torch.Tensor) or not y.is_floating_point() or y.ndim != 3 \
-                    or y.shape[0] != x.shape[0] or y.shape[2] != self.context_dim:
+                    or y.shape[0] != x.shape[0] or y.shape[2] != self.context_dim or y.shape[1] < 1:
                 got = f"{y.dtype} {tuple(y.shape)}" if isinstance(y, torch.Tensor) else type(y).__name__
-                raise ValueError(f"context y must be a float tensor ({x.shape[0]}, L, {self.context_dim}), got {got}")
+                raise ValueError(f"context y must be a float tensor ({x.shape[0]}, L, {self.context_dim}) with L >= 1 "
+                                 f"(all zeros for no condition), got {got}")
+            if y.device != x.device or y.dtype != x.dtype:
+                raise ValueError(f"context y must be on x's device with x's dtype ({x.device}, {x.dtype}), got "
+                                 f"{y.device}, {y.dtype}")
         elif y is not None:
             raise ValueError("this UNet was built without num_classes, cond_dim or context_dim, so it takes no "
                              "conditioning y")
