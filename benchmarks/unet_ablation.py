@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
@@ -29,7 +27,7 @@ RESULTS = HERE.parent / "minidiff" / "assets" / "reference" / "unet_ablation.jso
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from unet_recipe import load_runs, record_run, save_grid  # noqa: E402
+from unet_recipe import load_runs, record_run, run_worker, save_grid  # noqa: E402
 
 from minidiff.config.schema import UNetChapterConfig  # noqa: E402
 
@@ -142,13 +140,7 @@ def main():
         for name in args.variants:
             out = HERE / ".cache" / f"unet_ablation_{slug(name)}_{seed}_{args.budget:g}_{args.threads}.pt"
             out.parent.mkdir(exist_ok=True)
-            env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),
-                       MINIDIFF_CHECKPOINT_DIR="off", PYTHONPATH=str(HERE.parent))
-            print(f"[{name} seed {seed}] training {args.budget:g} s on {args.threads} thread(s) ...", flush=True)
-            subprocess.run([sys.executable, __file__, "--worker", name, "--seeds", str(seed), "--budget",
-                            str(args.budget), "--threads", str(args.threads), "--samples", str(args.samples),
-                            "--out", str(out)], env=env, check=True)
-            r = torch.load(out, weights_only=False)
+            r = run_worker(__file__, name, seed, args, out)
             grid = r.pop("_samples")
             if seed == 0:                       # the chapter shows seed 0's digits
                 save_grid(grid, HERE / "results" / f"unet_ablation_{slug(name)}_{args.budget:g}s.png")

@@ -294,14 +294,7 @@ def main():
 
             out = _cache(name, seed, args.budget, args.threads)
             out.parent.mkdir(exist_ok=True)
-            env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),
-                       MINIDIFF_CHECKPOINT_DIR="off", HF_HUB_OFFLINE="1",
-                       PYTHONPATH=os.pathsep.join([str(HERE.parent), str(HERE / ".peers" / "site")]))
-            print(f"[{name} seed {seed}] training {args.budget:g} s on {args.threads} thread(s) ...", flush=True)
-            subprocess.run([sys.executable, __file__, "--worker", name, "--seeds", str(seed), "--budget",
-                            str(args.budget), "--threads", str(args.threads), "--samples", str(args.samples),
-                            "--out", str(out)], env=env, check=True)
-            r = torch.load(out, weights_only=False)
+            r = run_worker(__file__, name, seed, args, out, extra_path=(HERE / ".peers" / "site",))
             grid = r.pop("_samples")
             r.pop("_ema")                                        # the weights stay in the cache, not in the JSON
             save_grid(grid, HERE / ".cache" / f"unet_recipe_{name}_{seed}_{args.budget:g}.png")
@@ -315,6 +308,21 @@ def main():
             print(f"[{name} seed {seed}] {r['steps']} steps, FID dpm++ {r['fid']['dpmpp2m_sde50']:.1f}, "
                   f"ddim {r['fid']['ddim50']:.1f}, conf {r['confidence']['dpmpp2m_sde50']:.2f}", flush=True)
     print(table(_load()))
+
+
+def run_worker(script: str, name: str, seed: int, args, out: Path, extra_path=()) -> dict:
+    """Train and score one run of ``script`` (its ``--worker`` mode) in a fresh process limited to ``args.threads``
+    threads, with checkpoints off and no network; returns the dict the worker saved to ``out``."""
+    import torch
+
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),
+               MINIDIFF_CHECKPOINT_DIR="off", HF_HUB_OFFLINE="1",
+               PYTHONPATH=os.pathsep.join([str(HERE.parent), *map(str, extra_path)]))
+    print(f"[{name} seed {seed}] training {args.budget:g} s on {args.threads} thread(s) ...", flush=True)
+    subprocess.run([sys.executable, script, "--worker", name, "--seeds", str(seed), "--budget", str(args.budget),
+                    "--threads", str(args.threads), "--samples", str(args.samples), "--out", str(out)],
+                   env=env, check=True)
+    return torch.load(out, weights_only=False)
 
 
 def machine() -> str:
