@@ -90,6 +90,18 @@ TRAIN_FIELDS = ("steps", "max_seconds", "lr", "weight_decay", "warmup", "grad_cl
                 "anneal_by_time", "amp")
 
 
+def _check_recipe(cfg) -> None:
+    """The sampler, prediction and loss weighting of a chapter config that trains with chapter 04's recipe (the
+    names are spelled out here, below the diffusion layer; a test keeps them equal to ``ddpm``'s)."""
+    name = type(cfg).__name__
+    if cfg.sampler not in cfg.SAMPLERS:
+        raise ValueError(f"{name}.sampler must be one of {cfg.SAMPLERS}, got {cfg.sampler!r}")
+    if cfg.prediction not in ("eps", "x0", "v"):
+        raise ValueError(f"{name}.prediction must be 'eps', 'x0' or 'v', got {cfg.prediction!r}")
+    if cfg.weighting not in ("none", "min_snr"):
+        raise ValueError(f"{name}.weighting must be 'none' or 'min_snr', got {cfg.weighting!r}")
+
+
 def _budget(steps: int, max_seconds: float | None) -> str:
     return f"{steps} steps" + (f" or {max_seconds:g} s" if max_seconds else "")
 
@@ -390,12 +402,7 @@ class UNetChapterConfig(Trains):
     sampler: str = "ddim"
 
     def __post_init__(self):
-        if self.sampler not in self.SAMPLERS:
-            raise ValueError(f"UNetChapterConfig.sampler must be one of {self.SAMPLERS}, got {self.sampler!r}")
-        if self.prediction not in ("eps", "x0", "v"):
-            raise ValueError(f"UNetChapterConfig.prediction must be 'eps', 'x0' or 'v', got {self.prediction!r}")
-        if self.weighting not in ("none", "min_snr"):
-            raise ValueError(f"UNetChapterConfig.weighting must be 'none' or 'min_snr', got {self.weighting!r}")
+        _check_recipe(self)
         unknown = [v for v in self.live_variants if v not in self.VARIANTS]
         if unknown or not self.live_variants or "full" not in self.live_variants:
             raise ValueError(f"UNetChapterConfig.live_variants must include 'full' and name only {self.VARIANTS}, "
@@ -468,12 +475,7 @@ class GuidanceChapterConfig(Trains):
         return {**super()._summary_fields(), "clf_budget": _budget(self.clf_steps, self.clf_max_seconds)}
 
     def __post_init__(self):
-        if self.sampler not in self.SAMPLERS:
-            raise ValueError(f"GuidanceChapterConfig.sampler must be one of {self.SAMPLERS}, got {self.sampler!r}")
-        if self.prediction not in ("eps", "x0", "v"):
-            raise ValueError(f"GuidanceChapterConfig.prediction must be 'eps', 'x0' or 'v', got {self.prediction!r}")
-        if self.weighting not in ("none", "min_snr"):
-            raise ValueError(f"GuidanceChapterConfig.weighting must be 'none' or 'min_snr', got {self.weighting!r}")
+        _check_recipe(self)
         if self.latent_batch < 1 or self.clf_base_channels < 1 or self.clf_steps < 1:
             raise ValueError(f"GuidanceChapterConfig: latent_batch, clf_base_channels and clf_steps must be >= 1, got "
                              f"{self.latent_batch}, {self.clf_base_channels}, {self.clf_steps}")
