@@ -209,6 +209,50 @@ def unet_ablation() -> str:
     return "".join(out)
 
 
+def dit_sweep() -> str:
+    """Chapter 09's reference sweep (``benchmarks/dit_sweep.py``), shipped in ``minidiff/assets/reference``."""
+    out = ["## DiT conditionings at equal compute, DiT sizes at equal steps (chapter 09)\n\n",
+           "Class-conditional DiTs on the 7x7x4 latents of chapter 10's autoencoder, with chapter 04's recipe (the "
+           "`cpu` profile's `dit` section; `benchmarks/dit_sweep.py`): the base DiT with each of the four "
+           "conditionings, each trained for the base model's compute (steps x forward FLOPs), and the scaling sizes "
+           "at equal steps, on 2 threads. FID of 500 digits (fifty of each label) drawn by the conditional model: "
+           "the mean over seeds with its 95% Student-t interval, and the range; accuracy is how often the shipped "
+           "classifier reads the requested digit.\n\n"]
+    path = HERE.parent / "minidiff" / "assets" / "reference" / "dit_sweep.json"
+    if not path.exists():
+        return "".join(out) + _missing("DiT sweep", "python benchmarks/dit_sweep.py --seeds 0 1 2")
+    import statistics
+
+    sys.path.insert(0, str(HERE.parent))
+    from minidiff.reference import mean_ci
+
+    d = json.loads(path.read_text())
+    rec = d["recipe"]
+    scaling = [f"{s}/{p}" for s, p in rec["scaling"]]
+    base = f"{rec['base']}/{rec['base_patch']}"
+    rows = []
+    for name in [*rec["conditionings"], *(n for n in scaling if n != base)]:
+        rs = [r for r in d["runs"] if r["model"] == name]
+        if rs:
+            f = [r["fid"] for r in rs]
+            label = f"{base}, {name}" if name in rec["conditionings"] else f"{name}, adaln-zero"
+            rows.append([label, len(rs), rs[0]["params"], float(rs[0]["gflops"]),
+                         int(statistics.median(r["steps"] for r in rs)),
+                         int(statistics.median(r["train_seconds"] for r in rs)), str(mean_ci(f)),
+                         f"{min(f):.1f}-{max(f):.1f}", float(statistics.median(r["confidence"] for r in rs)),
+                         float(statistics.median(r["accuracy"] for r in rs))])
+    out.append(_table(["model, conditioning", "seeds", "parameters", "GFLOPs / image", "training steps",
+                       "training s", "FID (mean ± 95% CI)", "FID range", "classifier confidence", "accuracy"], rows))
+    grids = sorted(RESULTS.glob("dit_sweep_*.png"))
+    if grids:
+        out.append("\nSeed 0's digits (each column asks for one digit, 0 to 9):\n\n")
+        out += [f"- `{g.stem[len('dit_sweep_'):]}`: ![{g.stem}](../benchmarks/results/{g.name})\n" for g in grids]
+    dates = sorted(r["date"] for r in d["runs"])
+    out.append(f"\n*Measured {dates[0]} to {dates[-1]} on {d['machine']}, torch {d['torch']}; each run's command is in "
+               f"`minidiff/assets/reference/dit_sweep.json` (e.g. `{d['runs'][0]['command']}`).*\n")
+    return "".join(out)
+
+
 def latent_to_quality() -> str:
     out = ["## Latent diffusion, DiT and guidance on a CPU\n\n",
            "Models trained on the 7x7x4 latents of a small autoencoder or on pixels for the same wall-clock budget on "
@@ -443,7 +487,7 @@ def ddpm_fid() -> str:
 
 
 def render() -> str:
-    return "\n".join([INTRO, time_to_quality(), unet_recipe(), unet_ablation(), latent_to_quality(),
+    return "\n".join([INTRO, time_to_quality(), unet_recipe(), unet_ablation(), dit_sweep(), latent_to_quality(),
                       recipe_vs_implementation(),
                       train_throughput(), ssl(), kernels(), gpu_check(), ddpm_fid()])
 

@@ -318,7 +318,8 @@ def run_worker(script: str, name: str, seed: int, args, out: Path, extra_path=()
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),
                MINIDIFF_CHECKPOINT_DIR="off", HF_HUB_OFFLINE="1",
                PYTHONPATH=os.pathsep.join([str(HERE.parent), *map(str, extra_path)]))
-    print(f"[{name} seed {seed}] training {args.budget:g} s on {args.threads} thread(s) ...", flush=True)
+    budget = f" {args.budget:g} s" if args.budget else ""      # a budget in steps (dit_sweep.py) is the worker's
+    print(f"[{name} seed {seed}] training{budget} on {args.threads} thread(s) ...", flush=True)
     subprocess.run([sys.executable, script, "--worker", name, "--seeds", str(seed), "--budget", str(args.budget),
                     "--threads", str(args.threads), "--samples", str(args.samples), "--out", str(out)],
                    env=env, check=True)

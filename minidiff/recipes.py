@@ -127,3 +127,110 @@ def unet_ablations(cfg, shape=(1, 28, 28)) -> dict:
     out = {name: (lambda kw=kw: UNet(in_channels=shape[0], **kw)) for name, kw in kws.items()}
     out["MLP"] = lambda: ImageMLP(shape, hidden=cfg.mlp_hidden, depth=cfg.mlp_depth)
     return out
+
+
+# ----------------------------------------------------------------------------- latent diffusion (chapters 09-11)
+
+def train_autoencoder(ae, x: torch.Tensor, *, steps: int, lr: float, kl_weight: float, batch_size: int = 64,
+                      seed: int = 0, desc: str = "autoencoder", progress=None, ckpt_dir=None):
+    r"""Fit a KL autoencoder (:class:`minidiff.nets.AutoencoderKL`, the reconstruction + ``kl_weight`` KL loss of
+    :meth:`~minidiff.nets.AutoencoderKL.loss`) on the images ``x`` for ``steps`` steps, then set its latent scale
+    (:meth:`~minidiff.nets.AutoencoderKL.fit_scale`) and put it in eval mode. Returns the
+    :class:`~minidiff.train.TrainResult`."""
+    from .train import TrainConfig
+
+    check_tensor(x, "x", floating=True, ndim=4)
+    run = train(ae, lambda m, b: m.loss(b, kl_weight=kl_weight), TensorSampler(x, batch_size=batch_size, seed=seed),
+                TrainConfig(steps=steps, lr=lr, ema_decay=None, desc=desc, progress=progress, ckpt_dir=ckpt_dir))
+    ae.eval()
+    ae.fit_scale(x)
+    return run
+
+
+def shared_autoencoder(section, x: torch.Tensor, *, seed: int = 0, progress=None):
+    """Chapter 10's autoencoder, the one whose latents chapters 09, 10 and 11 diffuse in: an
+    :class:`~minidiff.nets.AutoencoderKL` with the ``ae_*`` settings of ``section`` (a profile section with
+    ``ae_settings()``: ``P.guidance``, ``P.dit``, ...), trained on ``x`` (the section's dataset's training images) by
+    :func:`train_autoencoder`. It is kept by :func:`minidiff.cache.cached` under ``"shared/autoencoder"`` with those
+    settings as its config: the first chapter that needs it trains it, a later one with equal settings loads it (the
+    profiles keep them equal, and a test checks it), and each chapter still runs alone. Nothing is kept where the
+    cache is off (the ``ci`` profile, the website build): it is trained then.
+
+    Returns ``(ae, info)``: the autoencoder on ``x``'s device in eval mode, and ``{"seconds", "steps", "loaded"}``
+    (training time and steps of the run that built it; ``loaded`` is True when it came from the cache)."""
+    from .cache import cached
+    from .nets import AutoencoderKL
+
+    settings = dict(section.ae_settings(), seed=seed, batch_size=64, in_channels=int(x.shape[1]),
+                    size=int(x.shape[-1]), n_train=int(x.shape[0]))
+    with torch.random.fork_rng(devices=[]):       # the same initial weights whatever the caller's RNG state
+        torch.manual_seed(seed)
+        ae = AutoencoderKL(x.shape[1], latent_channels=section.ae_latent_channels, width=section.ae_width)
+    ae = ae.to(x.device)
+    built = []
+
+    def build():
+        built.append(True)
+        run = train_autoencoder(ae, x, steps=section.ae_steps, lr=section.ae_lr, kl_weight=section.ae_kl_weight,
+                                seed=seed, progress=progress)
+        return {"seconds": float(run.seconds), "steps": int(run.step)}
+
+    info = cached("shared/autoencoder", build, config=settings, model=ae)
+    return ae.eval(), {**info, "loaded": not built}
+
+
+def dit_models(section, latent_shape) -> dict:
+    """Chapter 09's DiTs on latents of shape ``latent_shape`` (C, S, S), class-conditional with 10 labels, each a
+    function that builds one (seeded by the caller): ``"<conditioning>"`` for each of ``section.conditionings`` (the
+    base size ``section.base`` / ``section.base_patch``) and ``"<size>/<patch>"`` for each ``section.scaling`` pair
+    (adaLN-Zero). The chapter and ``benchmarks/dit_sweep.py`` both build their models here, so the live run and the
+    reference sweep compare the same networks."""
+    from .nets import DiT, dit_config
+
+    C, S = int(latent_shape[0]), int(latent_shape[-1])
+    out = {}
+    for cond in section.conditionings:
+        cfg = dit_config(section.base, patch=section.base_patch, input_size=S, in_channels=C, num_classes=10,
+                         conditioning=cond)
+        out[cond] = lambda cfg=cfg: DiT(cfg)
+    for size, patch in section.scaling:
+        cfg = dit_config(size, patch=patch, input_size=S, in_channels=C, num_classes=10)
+        out[f"{size}/{patch}"] = lambda cfg=cfg: DiT(cfg)
+    return out
+
+
+def dit_steps(section, name: str, latent_shape) -> int:
+    """Training steps of :func:`dit_models`' model ``name``: a conditioning variant trains for the base model's
+    compute (``section.steps`` times the base's forward FLOPs over its own, :func:`minidiff.nets.dit_flops`); a
+    scaling model trains ``section.steps`` steps."""
+    from .nets import dit_flops
+
+    if name not in section.conditionings:
+        return section.steps
+    models = dit_models(section, latent_shape)
+    base, own = models["adaln-zero"]().cfg, models[name]().cfg
+    return max(1, round(section.steps * dit_flops(base) / dit_flops(own)))
+
+
+def draw(section, model, schedule: NoiseSchedule, shape, *, generator=None, model_kwargs=None, decode=None,
+         progress: bool = False, batch: int = 500):
+    """``shape[0]`` samples of ``model`` with the section's sampler (``section.sampler``: ``"ddim"`` or
+    ``"dpmpp_2m_sde"``, ``section.sample_steps`` network calls, ``section.prediction``), ``batch`` at a time, decoded by
+    ``decode`` (e.g. an autoencoder's ``from_latent``) and clamped to [-1, 1]. ``model_kwargs`` values with one row
+    per sample (labels) are split with the batches."""
+    from .diffusion import ddim, dpm_solver
+
+    n = int(shape[0])
+    decode = decode or (lambda z: z)
+    sample = {"ddim": ddim.ddim_sample,
+              "dpmpp_2m_sde": lambda *a, **k: dpm_solver.dpmpp_2m_sample(*a, sde=True, **k)}[section.sampler]
+    out = []
+    for i in range(0, n, batch):
+        m = min(batch, n - i)
+        kw = {k: (v[i:i + m] if torch.is_tensor(v) and v.shape[:1] == (n,) else v)
+              for k, v in (model_kwargs or {}).items()}
+        with torch.no_grad():
+            z = sample(model, schedule, (m, *shape[1:]), steps=section.sample_steps, prediction=section.prediction,
+                       generator=generator, model_kwargs=kw or None, progress=progress)
+            out.append(decode(z).clamp(-1, 1))
+    return torch.cat(out)

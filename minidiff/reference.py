@@ -57,7 +57,12 @@ class MeanCI(NamedTuple):
     n: int
 
     def __str__(self) -> str:
-        return f"{self.mean:.1f} ± {self.ci95:.1f}" if self.n > 1 else f"{self.mean:.1f}"
+        return format(self, ".1f")
+
+    def __format__(self, spec: str) -> str:
+        """``f"{m:.4f}"`` formats the mean and the half-width alike (``str`` is ``".1f"``)."""
+        spec = spec or ".1f"
+        return f"{self.mean:{spec}} ± {self.ci95:{spec}}" if self.n > 1 else f"{self.mean:{spec}}"
 
 
 def mean_ci(values) -> MeanCI:

@@ -1,5 +1,7 @@
 """DiT: adaLN-Zero makes every block the identity at initialisation, patchify is exact, FLOPs by hand."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -195,3 +197,81 @@ def test_dit_trains_under_cpu_bf16_autocast_with_fp32_weights():
     torch.nn.functional.mse_loss(out.float(), x).backward()
     assert all(p.dtype == torch.float32 for p in net.parameters())
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in net.parameters())
+
+
+# ----------------------------------------------------------------------------- chapter 09's recipes
+
+def test_dit_models_and_equal_compute_steps():
+    """dit_models builds the four conditionings of the base size and the scaling sizes; dit_steps gives every
+    conditioning the base model's compute (steps x forward FLOPs, to a step) and every size the same steps."""
+    from minidiff import config, recipes
+    from minidiff.nets import DiT, dit_flops
+
+    C = config.get_profile("cpu").dit
+    shape = (4, 7, 7)
+    models = {name: build() for name, build in recipes.dit_models(C, shape).items()}
+    assert list(models)[:4] == list(C.conditionings) and all(isinstance(m, DiT) for m in models.values())
+    assert {f"{s}/{p}" for s, p in C.scaling} <= set(models)
+    for c in C.conditionings:
+        m = models[c]
+        assert m.cfg.conditioning == c and m.cfg.hidden == models[f"{C.base}/{C.base_patch}"].cfg.hidden
+        assert m.num_classes == 10 and m.cfg.in_channels == 4 and m.cfg.input_size == 7
+    base_compute = C.steps * dit_flops(models["adaln-zero"].cfg)
+    for c in C.conditionings:
+        steps = recipes.dit_steps(C, c, shape)
+        # one step more or fewer would be further from the base's compute
+        assert all(abs(steps * dit_flops(models[c].cfg) - base_compute)
+                   <= abs(s * dit_flops(models[c].cfg) - base_compute) for s in (steps - 1, steps + 1))
+    assert recipes.dit_steps(C, "cross-attention", shape) < C.steps            # it costs more per step
+    assert recipes.dit_steps(C, "adaln-zero", shape) == C.steps
+    assert all(recipes.dit_steps(C, f"{s}/{p}", shape) == C.steps for s, p in C.scaling)
+    x, t, y = torch.randn(2, *shape), torch.tensor([0, 999]), torch.tensor([3, 10])
+    for name, m in models.items():
+        assert m(x, t, y).shape == x.shape, name
+
+
+def test_shared_autoencoder_is_trained_once_and_loaded_after(tmp_path, monkeypatch):
+    """The first call trains (and caches) the autoencoder; a second call with equal settings loads the same weights
+    without training; other settings are another entry. The caller's RNG state does not change the weights."""
+    from minidiff import config, recipes
+
+    monkeypatch.setenv("MINIDIFF_CHECKPOINT_DIR", str(tmp_path))
+    monkeypatch.setenv("MINIDIFF_PROFILE", "cpu")
+    C = dataclasses.replace(config.get_profile("ci").dit, ae_steps=3, ae_width=8)
+    x = torch.rand(64, 1, 28, 28) * 2 - 1
+    torch.manual_seed(123)
+    ae1, info1 = recipes.shared_autoencoder(C, x, progress=False)
+    assert not info1["loaded"] and info1["steps"] == 3 and not ae1.training
+    torch.manual_seed(456)
+    ae2, info2 = recipes.shared_autoencoder(C, x, progress=False)
+    assert info2["loaded"] and info2["steps"] == 3
+    for (k, a), b in zip(ae1.state_dict().items(), ae2.state_dict().values()):
+        assert torch.equal(a, b), k
+    assert float(ae2.scale) != 1.0                   # the fitted latent scale came back with the weights
+    _, info3 = recipes.shared_autoencoder(dataclasses.replace(C, ae_steps=4), x, progress=False)
+    assert not info3["loaded"] and info3["steps"] == 4
+
+
+def test_draw_splits_labels_with_the_batches():
+    """draw() samples in batches with the labels split row by row (each batch's rows at every step), decodes and
+    clamps."""
+    from types import SimpleNamespace
+
+    from minidiff import recipes
+    from minidiff.diffusion import schedules
+
+    seen = []
+
+    def model(x, t, y):
+        seen.append(y.clone())
+        return x * 0 + y.view(-1, 1, 1, 1).float() / 10
+
+    sched = schedules.make_schedule("cosine", 50)
+    for sampler in ("ddim", "dpmpp_2m_sde"):
+        sec = SimpleNamespace(sampler=sampler, sample_steps=3, prediction="eps")
+        y = torch.arange(5)
+        a = recipes.draw(sec, model, sched, (5, 1, 4, 4), model_kwargs={"y": y}, batch=2,
+                         generator=torch.Generator().manual_seed(0), decode=lambda z: 2 * z)
+        assert a.shape == (5, 1, 4, 4) and a.abs().max() <= 1
+        assert len(seen) == 9 and [s.tolist() for s in seen[::3]] == [[0, 1], [2, 3], [4]]
+        seen.clear()

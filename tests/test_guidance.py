@@ -139,6 +139,12 @@ def test_guided_with_condition_vectors_uses_the_null_vector():
     null = torch.zeros(2)
     cond, uncond = m(x, t, y), m(x, t, null.expand_as(y))
     assert torch.allclose(G.guided(m, 3.0, null)(x, t, y), uncond + 3.0 * (cond - uncond))
+    # a null of another shape is refused, not broadcast (a (d,) null for (B, L, d) token sequences, say)
+    tokens = torch.randn(2, 3, 2)
+    with pytest.raises(ValueError, match=r"null condition must have shape \(3, 2\)"):
+        G.guided(lambda x, t, y: x, 2.0, torch.zeros(2))(x, t, tokens)
+    assert G.guided(lambda x, t, y: x + y.sum((1, 2)).view(-1, 1, 1, 1), 2.0, torch.zeros(3, 2))(x, t, tokens).shape \
+        == x.shape
 
 
 def test_clip_model_loss_zero_shot_and_condition():

@@ -25,7 +25,8 @@ def test_mean_ci_is_the_student_t_interval():
     lo, hi = stats.t.interval(0.95, len(values) - 1, loc=stats.tmean(values), scale=stats.sem(values))
     assert m.n == 3 and m.mean == pytest.approx(sum(values) / 3)
     assert m.ci95 == pytest.approx((hi - lo) / 2, rel=1e-3)
-    assert str(m) == f"{m.mean:.1f} ± {m.ci95:.1f}"
+    assert str(m) == f"{m.mean:.1f} ± {m.ci95:.1f}" == f"{m}"
+    assert f"{m:.3f}" == f"{m.mean:.3f} ± {m.ci95:.3f}" and f"{reference.mean_ci([2.0]):.2f}" == "2.00"
     one = reference.mean_ci([5.0])
     assert one.mean == 5.0 and math.isnan(one.ci95) and str(one) == "5.0"
     with pytest.raises(ValueError, match="at least one"):

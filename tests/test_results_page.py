@@ -342,3 +342,48 @@ def test_chapter08_quotes_the_ablation_sweep():
     assert f"with {params:.0f} times the parameters" in src
     add0 = [by["additive time"][s]["loss_by_t"][0] / by["full"][s]["loss_by_t"][0] - 1 for s in by["full"]]
     assert f"(by {100 * min(add0):.0f}% to\n  {100 * max(add0):.0f}%," in src
+
+
+def test_chapter09_quotes_the_dit_sweep():
+    """Chapter 09's tables of the reference sweep (minidiff/assets/reference/dit_sweep.json) carry the file's numbers,
+    whole rows, for every conditioning and every size; the claims about them are asserted in the chapter itself,
+    against the same file, in every profile."""
+    import statistics
+
+    from minidiff.reference import load, mean_ci
+
+    src = "".join("".join(c["source"]) for c in json.loads((ROOT / "chapters" / "09_dit.ipynb").read_text())["cells"]
+                  if c["cell_type"] == "markdown")
+    ref = load("dit_sweep")
+    rec, runs = ref["recipe"], [r for r in ref["runs"] if r["threads"] == 2]
+    base = f"{rec['base']}/{rec['base_patch']}"
+
+    def rows(name):
+        rs = [r for r in runs if r["model"] == ("adaln-zero" if name == base else name)]
+        assert len(rs) >= 3, f"{name}: the chapter's claims need 3 seeds"
+        return rs
+
+    for c in rec["conditionings"]:
+        rs = rows(c)
+        f = [r["fid"] for r in rs]
+        row = (f"| {c} | {len(rs)} | {statistics.median(r['steps'] for r in rs):,.0f} | {mean_ci(f)} | "
+               f"{min(f):.1f}-{max(f):.1f} | {statistics.median(r['confidence'] for r in rs):.2f} |")
+        assert row in src, f"chapter 09's conditioning table lacks the row {row}"
+    for s, p in rec["scaling"]:
+        rs = rows(f"{s}/{p}")
+        f = [r["fid"] for r in rs]
+        row = (f"| {s}/{p} | {rs[0]['gflops']:.4f} | {len(rs)} | {mean_ci(f)} | {min(f):.1f}-{max(f):.1f} | "
+               f"{statistics.median(r['confidence'] for r in rs):.2f} |")
+        assert row in src, f"chapter 09's scaling table lacks the row {row}"
+    assert f"{rec['steps']:,} steps" in src
+
+    def paired(a, b):
+        ra, rb = {r["seed"]: r for r in rows(a)}, {r["seed"]: r for r in rows(b)}
+        return mean_ci([ra[s]["fid"] - rb[s]["fid"] for s in ra])
+
+    flat = " ".join(src.split())
+    sizes = [f"{s}/{p}" for s, p in rec["scaling"]]
+    for a, b in zip(sizes, sizes[1:]):                       # each step up in size, paired by seed
+        assert f"{a} minus {b} {paired(a, b)}" in flat, (a, b)
+    for c in rec["conditionings"][1:]:                       # each conditioning against adaLN-Zero
+        assert f" {paired(c, base)}" in flat, c

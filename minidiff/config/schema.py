@@ -102,6 +102,14 @@ def _check_recipe(cfg) -> None:
         raise ValueError(f"{name}.weighting must be 'none' or 'min_snr', got {cfg.weighting!r}")
 
 
+AE_FIELDS = ("dataset", "ae_latent_channels", "ae_width", "ae_steps", "ae_kl_weight", "ae_lr")
+
+
+def _ae_settings(cfg) -> dict:
+    """The chapter-10 autoencoder's settings of a section that has the ``ae_*`` fields (chapters 09, 10 and 11)."""
+    return {f: getattr(cfg, f) for f in AE_FIELDS}
+
+
 def _budget(steps: int, max_seconds: float | None) -> str:
     return f"{steps} steps" + (f" or {max_seconds:g} s" if max_seconds else "")
 
@@ -332,28 +340,75 @@ class SamplingConfig(Section):
 
 @dataclass(frozen=True)
 class DiTChapterConfig(Trains):
-    """Sizes for chapter 09: every model trains ``steps`` steps (same data, same schedule) so that the comparison is
-    at equal steps. ``base`` is a DiT size of :data:`minidiff.nets.dit.DIT_SIZES` (no patch in the name) used with
-    patch ``base_patch``; ``scaling`` lists (size, patch) pairs for the quality-vs-GFLOPs plot."""
+    """Sizes for chapter 09. Every DiT trains class-conditionally (labels dropped with probability ``p_uncond``) on
+    the latents of chapter 10's autoencoder: the ``ae_*`` fields equal the ``guidance`` section's in every profile,
+    so one autoencoder is trained and shared (:func:`minidiff.recipes.shared_autoencoder`). The recipe is chapter 04's
+    (``schedule``, ``prediction``, ``weighting``) and the sampler chapter 05's (``sampler``, ``sample_steps`` calls,
+    ``n_samples`` digits, ten of each label, drawn by the conditional model).
 
-    _SUMMARY = ("{dataset} | T={T} | {base}/{base_patch}; scaling {scaling} | {training} | {n_samples} samples, "
-                "{sample_steps} DDIM steps")
+    Budgets: the base model (size ``base`` on ``base_patch`` x ``base_patch`` latent patches, adaLN-Zero) trains
+    ``steps`` steps; a conditioning variant of it (``conditionings``) trains for the same *compute*, ``steps`` times
+    the ratio of the base's forward FLOPs to its own (:func:`minidiff.recipes.dit_steps`); the ``scaling`` models
+    (size, patch) train ``steps`` steps each, so their compute grows with their size, as in the paper's scaling
+    plots. ``live_conditionings`` are the variants the chapter trains itself; the others come from the reference
+    sweep (``benchmarks/dit_sweep.py``)."""
+
+    _SUMMARY = ("{dataset} latents ({ae_latent_channels} ch, autoencoder {ae_steps} steps) | T={T} {schedule} "
+                "{prediction}, loss weighting {weighting} | {base}/{base_patch}; scaling {scaling}; live "
+                "conditionings {live_conditionings} | {training}, p_uncond {p_uncond} | {n_samples} samples, "
+                "{sampler} {sample_steps} steps")
+
+    SAMPLERS = ("ddim", "dpmpp_2m_sde")
+    CONDITIONINGS = ("adaln-zero", "adaln", "in-context", "cross-attention")
 
     dataset: str = "mnist5k"
     T: int = 50
+    schedule: str = "cosine"
+    prediction: str = "eps"
+    weighting: str = "none"
+    amp: str = "off"
     batch: int = 64
     steps: int = 200
     lr: float = 1e-3
     warmup: int = 20
     ema_decay: float = 0.99
+    p_uncond: float = 0.1
     base: str = "DiT-Tiny"
-    base_patch: int = 7
-    scaling: tuple = (("DiT-Tiny", 7), ("DiT-Tiny", 4), ("DiT-Mini", 7))
+    base_patch: int = 1
+    conditionings: tuple[str, ...] = ("adaln-zero", "adaln", "in-context", "cross-attention")
+    live_conditionings: tuple[str, ...] = ("adaln-zero", "adaln", "in-context", "cross-attention")
+    scaling: tuple = (("DiT-Tiny", 1), ("DiT-Mini", 1))
+    ae_latent_channels: int = 4
+    ae_width: int = 16
+    ae_steps: int = 100
+    ae_kl_weight: float = 1e-3
+    ae_lr: float = 3e-3
     n_samples: int = 100
     sample_steps: int = 20
+    sampler: str = "ddim"
 
     def _summary_fields(self) -> dict:
-        return {**super()._summary_fields(), "scaling": ", ".join(f"{name}/{p}" for name, p in self.scaling)}
+        return {**super()._summary_fields(), "scaling": ", ".join(f"{name}/{p}" for name, p in self.scaling),
+                "live_conditionings": ", ".join(self.live_conditionings)}
+
+    def __post_init__(self):
+        _check_recipe(self)
+        bad = [c for c in (*self.conditionings, *self.live_conditionings) if c not in self.CONDITIONINGS]
+        if bad or self.conditionings[:1] != ("adaln-zero",) or not set(self.live_conditionings) <= set(
+                self.conditionings) or "adaln-zero" not in self.live_conditionings:
+            raise ValueError(f"DiTChapterConfig: conditionings must start with 'adaln-zero' (the base model) and "
+                             f"come from {self.CONDITIONINGS}, and live_conditionings must include 'adaln-zero' and "
+                             f"be among them; got {self.conditionings!r} and {self.live_conditionings!r}")
+        if not self.scaling or any(len(s) != 2 for s in self.scaling) or \
+                (self.base, self.base_patch) not in tuple(tuple(s) for s in self.scaling):
+            raise ValueError(f"DiTChapterConfig.scaling must list (size, patch) pairs including the base "
+                             f"({self.base!r}, {self.base_patch}), got {self.scaling!r}")
+        if not 0 <= self.p_uncond < 1:
+            raise ValueError(f"DiTChapterConfig.p_uncond must be in [0, 1), got {self.p_uncond!r}")
+
+    def ae_settings(self) -> dict:
+        """The autoencoder's settings (what :func:`minidiff.recipes.shared_autoencoder` trains and caches by)."""
+        return _ae_settings(self)
 
 
 
@@ -454,6 +509,7 @@ class GuidanceChapterConfig(Trains):
     ae_width: int = 16
     ae_steps: int = 100
     ae_kl_weight: float = 1e-3
+    ae_lr: float = 3e-3
     latent_base_channels: int = 32
     clip_dim: int = 32
     clip_width: int = 8
@@ -480,9 +536,9 @@ class GuidanceChapterConfig(Trains):
             raise ValueError(f"GuidanceChapterConfig: latent_batch, clf_base_channels and clf_steps must be >= 1, got "
                              f"{self.latent_batch}, {self.clf_base_channels}, {self.clf_steps}")
 
-    def ae_train_config(self, **overrides) -> TrainConfig:
-        """The autoencoder's :class:`TrainConfig`: ``ae_steps`` at the chapter's ``lr``, no warmup, no EMA."""
-        return TrainConfig(**{"steps": self.ae_steps, "lr": self.lr, "ema_decay": None, **overrides})
+    def ae_settings(self) -> dict:
+        """The autoencoder's settings (what :func:`minidiff.recipes.shared_autoencoder` trains and caches by)."""
+        return _ae_settings(self)
 
     def clip_train_config(self, **overrides) -> TrainConfig:
         """The CLIP pair's :class:`TrainConfig`: ``clip_steps`` at the chapter's ``lr``, no warmup, no EMA."""

@@ -87,6 +87,9 @@ def guided(model: Callable, scale: float, null_label: int | torch.Tensor) -> Cal
         if scale == 1.0:
             return model(x, t, y)
         if isinstance(null_label, torch.Tensor):
+            if tuple(null_label.shape) != tuple(y.shape[1:]):      # as drop_condition: no silent broadcast
+                raise ValueError(f"null condition must have shape {tuple(y.shape[1:])} (one row of y), got "
+                                 f"{tuple(null_label.shape)}")
             null = null_label.to(y).expand_as(y)
         else:
             null = torch.full_like(y, null_label)

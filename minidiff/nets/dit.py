@@ -260,6 +260,7 @@ class DiTConfig:
 #: Table 1). A model is a size and a patch, named like the paper's: "DiT-S/2" is DiT-S on 2x2 patches.
 DIT_SIZES = {
     "DiT-Tiny": dict(hidden=64, depth=2, heads=4),
+    "DiT-Micro": dict(hidden=96, depth=3, heads=4),
     "DiT-Mini": dict(hidden=128, depth=4, heads=4),
     "DiT-S": dict(hidden=384, depth=12, heads=6),
     "DiT-B": dict(hidden=768, depth=12, heads=12),
