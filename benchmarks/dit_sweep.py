@@ -8,13 +8,14 @@ profile ``cpu``, section ``dit``): the base DiT with each of the four conditioni
 cross-attention), each trained for the base model's compute (:func:`minidiff.recipes.dit_steps`), and the scaling
 sizes at equal steps. All train class-conditionally on the latents of chapter 10's autoencoder
 (:func:`minidiff.recipes.shared_autoencoder`, seed 0, trained once and kept in ``benchmarks/.cache``) in a fresh
-process limited to ``--threads`` threads, then draw ``--samples`` digits (ten of each label, the conditional model,
+process limited to ``--threads`` threads, then draw ``--samples`` digits (as many of each label, the conditional model,
 the profile's sampler). Recorded per run: training steps and seconds, forward GFLOPs per image, the training loss
 (logged every ``log_every`` steps: ``final_loss`` is the mean of the last 200 logged values, ``loss_curve`` the
-means of chunks of 100 values, by the chunk's first index), feature FID against the 1,000 held-out digits, the shipped classifier's confidence and the fraction it reads
-as the requested label. Runs are appended to ``minidiff/assets/reference/dit_sweep.json`` (a rerun replaces its row;
-:mod:`minidiff.reference` loads it); chapter 09 plots that file and ``tests/test_results_page.py`` checks the
-chapter's sentences against it. Run it with nothing else on the machine: the steps per second are recorded too.
+means of chunks of 100 values, by the chunk's first index), feature FID against the 1,000 held-out digits, the
+shipped classifier's confidence and the fraction it reads as the requested label. Runs are appended to
+``minidiff/assets/reference/dit_sweep.json`` (a rerun replaces its row; :mod:`minidiff.reference` loads it);
+chapter 09 plots that file and ``tests/test_results_page.py`` checks the chapter's sentences against it. Run it
+with nothing else on the machine: the training seconds are recorded too.
 """
 
 from __future__ import annotations
@@ -73,8 +74,8 @@ def worker(name: str, seed: int, samples: int) -> dict:
                              batch_size=C.batch, prediction=C.prediction, p_uncond=C.p_uncond,
                              weighting=C.weighting, seed=seed)
     labels = torch.arange(samples) % 10
-    s = recipes.draw(C, run.ema.eval(), sched, (samples, *z.shape[1:]), generator=torch.Generator().manual_seed(seed + 1),
-                     model_kwargs={"y": labels}, decode=ae.from_latent)
+    s = recipes.draw(C, run.ema.eval(), sched, (samples, *z.shape[1:]), model_kwargs={"y": labels},
+                     generator=torch.Generator().manual_seed(seed + 1), decode=ae.from_latent)
     p = metrics.predict_proba(s)
     loss = run.history["loss"]
     return {"model": name, "seed": seed, "threads": torch.get_num_threads(), "params": count_parameters(net),

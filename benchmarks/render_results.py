@@ -238,7 +238,7 @@ def dit_sweep() -> str:
             label = f"{base}, {name}" if name in rec["conditionings"] else f"{name}, adaln-zero"
             rows.append([label, len(rs), rs[0]["params"], float(rs[0]["gflops"]),
                          int(statistics.median(r["steps"] for r in rs)),
-                         int(statistics.median(r["train_seconds"] for r in rs)), str(mean_ci(f)),
+                         round(statistics.median(r["train_seconds"] for r in rs)), str(mean_ci(f)),
                          f"{min(f):.1f}-{max(f):.1f}", float(statistics.median(r["confidence"] for r in rs)),
                          float(statistics.median(r["accuracy"] for r in rs))])
     out.append(_table(["model, conditioning", "seeds", "parameters", "GFLOPs / image", "training steps",

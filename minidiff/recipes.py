@@ -136,19 +136,22 @@ def train_autoencoder(ae, x: torch.Tensor, *, steps: int, lr: float, kl_weight: 
     r"""Fit a KL autoencoder (:class:`minidiff.nets.AutoencoderKL`, the reconstruction + ``kl_weight`` KL loss of
     :meth:`~minidiff.nets.AutoencoderKL.loss`) on the images ``x`` for ``steps`` steps, then set its latent scale
     (:meth:`~minidiff.nets.AutoencoderKL.fit_scale`) and put it in eval mode. Returns the
-    :class:`~minidiff.train.TrainResult`."""
+    :class:`~minidiff.train.TrainResult`. ``seed`` seeds the data order, and the RNGs at the start of a fresh run
+    (:class:`~minidiff.train.TrainConfig`'s ``seed``), so the result does not depend on the caller's RNG state."""
     from .train import TrainConfig
 
     check_tensor(x, "x", floating=True, ndim=4)
+    # seed: the reparameterisation noise of a fresh run does not depend on the caller's RNG state
     run = train(ae, lambda m, b: m.loss(b, kl_weight=kl_weight), TensorSampler(x, batch_size=batch_size, seed=seed),
-                TrainConfig(steps=steps, lr=lr, ema_decay=None, desc=desc, progress=progress, ckpt_dir=ckpt_dir))
+                TrainConfig(steps=steps, lr=lr, ema_decay=None, desc=desc, progress=progress, ckpt_dir=ckpt_dir,
+                            seed=seed))
     ae.eval()
     ae.fit_scale(x)
     return run
 
 
 def shared_autoencoder(section, x: torch.Tensor, *, seed: int = 0, progress=None):
-    """Chapter 10's autoencoder, the one whose latents chapters 09, 10 and 11 diffuse in: an
+    """Chapter 10's autoencoder, the one whose latents chapters 09 and 10 diffuse in: an
     :class:`~minidiff.nets.AutoencoderKL` with the ``ae_*`` settings of ``section`` (a profile section with
     ``ae_settings()``: ``P.guidance``, ``P.dit``, ...), trained on ``x`` (the section's dataset's training images) by
     :func:`train_autoencoder`. It is kept by :func:`minidiff.cache.cached` under ``"shared/autoencoder"`` with those
@@ -158,7 +161,8 @@ def shared_autoencoder(section, x: torch.Tensor, *, seed: int = 0, progress=None
 
     Returns ``(ae, info)``: the autoencoder on ``x``'s device in eval mode, and ``{"seconds", "steps", "loaded"}``
     (training time and steps of the run that built it; ``loaded`` is True when it came from the cache)."""
-    from .cache import cached
+    from .cache import cached, config_hash
+    from .config import checkpoint_dir
     from .nets import AutoencoderKL
 
     settings = dict(section.ae_settings(), seed=seed, batch_size=64, in_channels=int(x.shape[1]),
@@ -171,8 +175,10 @@ def shared_autoencoder(section, x: torch.Tensor, *, seed: int = 0, progress=None
 
     def build():
         built.append(True)
+        # checkpoints per settings: an interrupted run resumes (the gpu profile's takes minutes)
+        ckpt = checkpoint_dir(f"shared/autoencoder-{config_hash(settings)[:16]}")
         run = train_autoencoder(ae, x, steps=section.ae_steps, lr=section.ae_lr, kl_weight=section.ae_kl_weight,
-                                seed=seed, progress=progress)
+                                seed=seed, progress=progress, ckpt_dir=ckpt)
         return {"seconds": float(run.seconds), "steps": int(run.step)}
 
     info = cached("shared/autoencoder", build, config=settings, model=ae)
@@ -205,9 +211,11 @@ def dit_steps(section, name: str, latent_shape) -> int:
     scaling model trains ``section.steps`` steps."""
     from .nets import dit_flops
 
+    models = dit_models(section, latent_shape)
+    if name not in models:
+        raise ValueError(f"unknown chapter-09 model {name!r}; expected one of {sorted(models)}")
     if name not in section.conditionings:
         return section.steps
-    models = dit_models(section, latent_shape)
     base, own = models["adaln-zero"]().cfg, models[name]().cfg
     return max(1, round(section.steps * dit_flops(base) / dit_flops(own)))
 

@@ -232,7 +232,8 @@ def test_dit_models_and_equal_compute_steps():
 
 def test_shared_autoencoder_is_trained_once_and_loaded_after(tmp_path, monkeypatch):
     """The first call trains (and caches) the autoencoder; a second call with equal settings loads the same weights
-    without training; other settings are another entry. The caller's RNG state does not change the weights."""
+    without training; other settings are another entry. With the cache off, the caller's RNG state does not change
+    the weights."""
     from minidiff import config, recipes
 
     monkeypatch.setenv("MINIDIFF_CHECKPOINT_DIR", str(tmp_path))
@@ -250,6 +251,16 @@ def test_shared_autoencoder_is_trained_once_and_loaded_after(tmp_path, monkeypat
     assert float(ae2.scale) != 1.0                   # the fitted latent scale came back with the weights
     _, info3 = recipes.shared_autoencoder(dataclasses.replace(C, ae_steps=4), x, progress=False)
     assert not info3["loaded"] and info3["steps"] == 4
+    # with the cache off it is trained each time, to the same weights whatever the caller's RNG state
+    monkeypatch.setenv("MINIDIFF_CHECKPOINT_DIR", "off")
+    torch.manual_seed(7)
+    ae4, info4 = recipes.shared_autoencoder(C, x, progress=False)
+    torch.manual_seed(8)
+    torch.rand(5)
+    ae5, info5 = recipes.shared_autoencoder(C, x, progress=False)
+    assert not info4["loaded"] and not info5["loaded"]
+    for (k, a), b in zip(ae4.state_dict().items(), ae5.state_dict().values()):
+        assert torch.equal(a, b), k
 
 
 def test_draw_splits_labels_with_the_batches():

@@ -385,5 +385,18 @@ def test_chapter09_quotes_the_dit_sweep():
     sizes = [f"{s}/{p}" for s, p in rec["scaling"]]
     for a, b in zip(sizes, sizes[1:]):                       # each step up in size, paired by seed
         assert f"{a} minus {b} {paired(a, b)}" in flat, (a, b)
+    label = {"adaln": "adaLN", "in-context": "in-context", "cross-attention": "cross-attention"}
     for c in rec["conditionings"][1:]:                       # each conditioning against adaLN-Zero
-        assert f" {paired(c, base)}" in flat, c
+        assert f"{label[c]} {paired(c, base)}" in flat, c
+    # the other numbers of the bullets
+    tiny, micro, mini = sizes
+    assert f"removes {paired(tiny, micro).mean:.1f} of the {paired(tiny, mini).mean:.1f} FID" in flat
+    secs = {n: statistics.median(r["train_seconds"] for r in rows(n)) for n in sizes}
+    assert f"took {secs[mini]:.0f} s against {secs[tiny]:.0f} s" in flat and round(secs[mini] / secs[tiny]) == 4
+    fewer = 1 - statistics.median(r["steps"] for r in rows("cross-attention")) / rec["steps"]
+    assert f"trains {100 * fewer:.0f}% fewer steps" in flat
+    spread = {n: max(r["fid"] for r in rows(n)) - min(r["fid"] for r in rows(n)) for n in sizes}
+    assert round(spread[tiny]) == 20 and max(spread[micro], spread[mini]) < 2
+    assert "one time in 64" in flat and all(                 # first of four in every seed: (1/4)^3
+        min(rec["conditionings"], key=lambda c: {r["seed"]: r for r in rows(c)}[s]["fid"]) == "adaln-zero"
+        for s in (0, 1, 2))

@@ -70,7 +70,7 @@ CPU = Profile(
                             encode_steps=100, sde_nfe=(20, 50, 100), likelihood_images=100, likelihood_steps=50,
                             toy_steps=2000, toy_hidden=128, dpm_variants=("sde", "ode")),
     # chapter 04's recipe on chapter 10's latents (the autoencoder is the guidance section's, shared); DiT-Mini/1 at
-    # batch 32 reached FID 21 (500 samples, confidence 0.97) in 3,000 steps (183 s); benchmarks/dit_sweep.py: 3 seeds
+    # batch 32: FID 19.3 +- 1.6 (500 samples, 3 seeds, benchmarks/dit_sweep.py) after 3,000 steps (about 190 s)
     dit=DiTChapterConfig(dataset="mnist5k", T=1000, schedule="cosine", prediction="v", weighting="min_snr", amp="off",
                          batch=32, steps=3000, lr=2e-3, warmup=100, ema_decay=0.995, p_uncond=0.1, base="DiT-Mini",
                          base_patch=1, live_conditionings=("adaln-zero",),
@@ -161,7 +161,7 @@ GPU = derive(
                  sample_batch=1000),
     sampling=dict(ddim_steps=(10, 20, 50, 100, 250), etas=(0.0, 0.5, 1.0), n_samples=2000, sde_nfe=(50, 100, 250, 500),
                   likelihood_images=500, likelihood_steps=100, toy_steps=4000, toy_hidden=256),
-    dit=dict(dataset="mnist", batch=128, steps=6000, warmup=200, ema_decay=0.999, amp="auto",
+    dit=dict(dataset="mnist", batch=128, steps=4000, warmup=200, ema_decay=0.999, amp="auto",
              live_conditionings=("adaln-zero", "adaln", "in-context", "cross-attention"),
              scaling=(("DiT-Tiny", 1), ("DiT-Micro", 1), ("DiT-Mini", 1), ("DiT-S", 1)), ae_width=64, ae_steps=3000,
              ae_lr=1e-3, n_samples=1000, sample_steps=50),
@@ -176,7 +176,7 @@ GPU = derive(
                        n_eval=1000, sample_steps=50, ssl_width=32, ssl_batch=512, ssl_steps=2000, rdm_steps=5000,
                        repa_depth=2, mt_depth=2),
     runtime_s={"01_rotation": 720, "02_contrastive": 1020, "03_vae": 540, "04_ddpm": 900, "05_sampling": 1080,
-               "06_score_matching": 60, "07_sde": 1080, "08_unet": 840, "09_dit": 900, "10_latent_and_guidance": 1080,
+               "06_score_matching": 60, "07_sde": 1080, "08_unet": 840, "09_dit": 1200, "10_latent_and_guidance": 1080,
                "11_ssl_meets_diffusion": 1200, "12_kernels_and_speed": 120},
     runtime_on="a Colab T4",
     runtime_estimates=("08_unet", "09_dit", "10_latent_and_guidance", "11_ssl_meets_diffusion",

@@ -106,7 +106,7 @@ AE_FIELDS = ("dataset", "ae_latent_channels", "ae_width", "ae_steps", "ae_kl_wei
 
 
 def _ae_settings(cfg) -> dict:
-    """The chapter-10 autoencoder's settings of a section that has the ``ae_*`` fields (chapters 09, 10 and 11)."""
+    """The chapter-10 autoencoder's settings of a section that has the ``ae_*`` fields (chapters 09 and 10)."""
     return {f: getattr(cfg, f) for f in AE_FIELDS}
 
 
@@ -344,7 +344,7 @@ class DiTChapterConfig(Trains):
     the latents of chapter 10's autoencoder: the ``ae_*`` fields equal the ``guidance`` section's in every profile,
     so one autoencoder is trained and shared (:func:`minidiff.recipes.shared_autoencoder`). The recipe is chapter 04's
     (``schedule``, ``prediction``, ``weighting``) and the sampler chapter 05's (``sampler``, ``sample_steps`` calls,
-    ``n_samples`` digits, ten of each label, drawn by the conditional model).
+    ``n_samples`` digits, the same number of each label, drawn by the conditional model).
 
     Budgets: the base model (size ``base`` on ``base_patch`` x ``base_patch`` latent patches, adaLN-Zero) trains
     ``steps`` steps; a conditioning variant of it (``conditionings``) trains for the same *compute*, ``steps`` times
