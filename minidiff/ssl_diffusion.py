@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._checks import check_images, check_tensor
-from .diffusion.ddpm import q_sample, target_for
+from .diffusion.ddpm import loss_weight, q_sample, target_for
 from .diffusion.schedules import NoiseSchedule
 from .nets.dit import DiT, patchify
 from .ssl.simclr import nt_xent
@@ -158,11 +158,20 @@ class REPA(nn.Module):
         return self.dit(x, t, y)
 
     def loss(self, x0: torch.Tensor, schedule: NoiseSchedule, y: torch.Tensor | None = None,
-             prediction: str = "eps") -> torch.Tensor:
+             prediction: str = "eps", images: torch.Tensor | None = None, weighting: str = "none",
+             snr_gamma: float = 5.0) -> torch.Tensor:
+        """The loss of one batch ``x0`` (what the DiT diffuses). ``images`` are what the encoder sees, one per row
+        of ``x0``: the pixel images of latents ``x0`` in latent diffusion (default ``x0`` itself, pixel diffusion).
+        ``weighting``/``snr_gamma`` weight the diffusion term over noise levels as
+        :func:`minidiff.diffusion.ddpm.loss_weight` (e.g. ``"min_snr"``)."""
+        images = x0 if images is None else images
+        if images.shape[0] != x0.shape[0]:
+            raise ValueError(f"images must have one row per row of x0 ({x0.shape[0]}), got {images.shape[0]}")
         x_t, t, target = _noisy(schedule, x0, prediction)
         out, hidden = self.dit(x_t, t, y, return_hidden=self.depth)
-        diffusion = F.mse_loss(out.float(), target.float())
-        align = alignment_loss(hidden.float(), self.encoder.spatial(x0, self.dit.grid), self.proj)
+        per_sample = (out.float() - target.float()).pow(2).flatten(1).mean(1)
+        diffusion = (loss_weight(schedule, t, prediction, weighting, snr_gamma) * per_sample).mean()
+        align = alignment_loss(hidden.float(), self.encoder.spatial(images, self.dit.grid), self.proj)
         self.last = {"diffusion": float(diffusion.detach()), "align": float(align.detach())}
         return diffusion + self.lam * align
 

@@ -79,6 +79,34 @@ def test_repa_projector_gets_gradients_encoder_does_not():
         REPA(tiny_dit(), FrozenEncoder(enc), depth=3)
 
 
+def test_repa_on_latents_aligns_to_the_encoder_features_of_the_images():
+    """Latent diffusion: the DiT sees 7x7x4 latents, the encoder the 28x28 pixel images (``images=``); the
+    alignment term equals alignment_loss on the DiT's block-k tokens and the encoder's map of the images, and the
+    diffusion term is ddpm's min-SNR-weighted error. Without images, the latents reach the encoder: refused."""
+    torch.manual_seed(0)
+    enc = FrozenEncoder(ConvNet(1, 8))
+    dit = DiT(dit_config("DiT-Tiny", patch=1, input_size=7, in_channels=4))
+    model = REPA(dit, enc, depth=1, lam=0.5)
+    sched = schedules.make_schedule("cosine", 50)
+    z, x = torch.randn(6, 4, 7, 7), torch.rand(6, 1, 28, 28) * 2 - 1
+    torch.manual_seed(1)
+    loss = model.loss(z, sched, prediction="v", images=x, weighting="min_snr")
+    torch.manual_seed(1)                              # the same t and noise, by hand
+    t = torch.randint(0, sched.T, (6,))
+    noise = torch.randn_like(z)
+    out, hidden = dit(ddpm.q_sample(sched, z, t, noise), t, return_hidden=1)
+    w = ddpm.loss_weight(sched, t, "v", "min_snr")
+    diffusion = (w * (out - ddpm.target_for("v", sched, z, noise, t)).pow(2).mean((1, 2, 3))).mean()
+    align = alignment_loss(hidden, enc.spatial(x, 7), model.proj)
+    assert model.last["diffusion"] == pytest.approx(diffusion.item(), rel=1e-5)
+    assert model.last["align"] == pytest.approx(align.item(), rel=1e-5)
+    assert loss.item() == pytest.approx(diffusion.item() + 0.5 * align.item(), rel=1e-5)
+    with pytest.raises(ValueError):
+        model.loss(z, sched)                          # 4-channel latents are not images for a 1-channel encoder
+    with pytest.raises(ValueError, match="one row per row of x0"):
+        model.loss(z, sched, images=x[:5])
+
+
 def test_loss_weight_schedule_end_points():
     lin = LossWeightSchedule(1.0, 0.1, steps=100, kind="linear")
     cos = LossWeightSchedule(1.0, 0.1, steps=100, kind="cosine")
