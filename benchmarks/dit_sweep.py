@@ -32,7 +32,7 @@ RESULTS = HERE.parent / "minidiff" / "assets" / "reference" / "dit_sweep.json"  
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from unet_recipe import load_runs, record_run, run_worker, save_grid  # noqa: E402
+from unet_recipe import add_sweep_args, load_runs, record_run, run_worker, save_grid  # noqa: E402
 
 
 def section():
@@ -120,13 +120,8 @@ def table(runs: list[dict]) -> str:
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="+", default=names(), choices=names())
-    ap.add_argument("--seeds", nargs="+", type=int, default=[0])
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--samples", type=int, default=500)
-    ap.add_argument("--table", action="store_true", help="print the table of the recorded runs and stop")
-    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    add_sweep_args(ap)
     ap.add_argument("--budget", help=argparse.SUPPRESS)      # run_worker passes it; the budget is steps here
-    ap.add_argument("--out", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.table:
         print(table(load_runs(RESULTS)))

@@ -55,6 +55,20 @@ def _missing(what: str, command: str) -> str:
     return f"Not measured yet. Run `{command}`.\n"
 
 
+def _reference_footer(d: dict, name: str, caption: str) -> str:
+    """Seed 0's sample grids of the shipped sweep ``name`` (``benchmarks/results/<name>_*.png``) and the line that
+    says when, where and with which command it was measured."""
+    out = []
+    grids = sorted(RESULTS.glob(f"{name}_*.png"))
+    if grids:
+        out.append(f"\n{caption}:\n\n")
+        out += [f"- `{g.stem[len(name) + 1:]}`: ![{g.stem}](../benchmarks/results/{g.name})\n" for g in grids]
+    dates = sorted(r["date"] for r in d["runs"])
+    out.append(f"\n*Measured {dates[0]} to {dates[-1]} on {d['machine']}, torch {d['torch']}; each run's command is in "
+               f"`minidiff/assets/reference/{name}.json` (e.g. `{d['runs'][0]['command']}`).*\n")
+    return "".join(out)
+
+
 def time_to_quality() -> str:
     out = ["## Time to quality on a CPU\n\n",
            "Each contender trains on the 4,000 MNIST-5k training digits for the same wall-clock budget on 2 threads, "
@@ -199,13 +213,7 @@ def unet_ablation() -> str:
                              f"{min(f):.1f}-{max(f):.1f}", float(statistics.median(r["confidence"] for r in rs))])
     out.append(_table(["network", "budget", "seeds", "parameters", "MFLOPs / image", "training steps",
                        "FID (mean ± 95% CI)", "FID range", "classifier confidence"], rows))
-    grids = sorted(RESULTS.glob("unet_ablation_*s.png"))
-    if grids:
-        out.append("\nSeed 0's digits:\n\n")
-        out += [f"- `{g.stem[len('unet_ablation_'):]}`: ![{g.stem}](../benchmarks/results/{g.name})\n" for g in grids]
-    dates = sorted(r["date"] for r in d["runs"])
-    out.append(f"\n*Measured {dates[0]} to {dates[-1]} on {d['machine']}, torch {d['torch']}; each run's command is in "
-               f"`minidiff/assets/reference/unet_ablation.json` (e.g. `{d['runs'][0]['command']}`).*\n")
+    out.append(_reference_footer(d, "unet_ablation", "Seed 0's digits"))
     return "".join(out)
 
 
@@ -215,9 +223,9 @@ def dit_sweep() -> str:
            "Class-conditional DiTs on the 7x7x4 latents of chapter 10's autoencoder, with chapter 04's recipe (the "
            "`cpu` profile's `dit` section; `benchmarks/dit_sweep.py`): the base DiT with each of the four "
            "conditionings, each trained for the base model's compute (steps x forward FLOPs), and the scaling sizes "
-           "at equal steps, on 2 threads. FID of 500 digits (fifty of each label) drawn by the conditional model: "
-           "the mean over seeds with its 95% Student-t interval, and the range; accuracy is how often the shipped "
-           "classifier reads the requested digit.\n\n"]
+           "at equal steps, on 2 threads. FID of the digits drawn by the conditional model (as many of each "
+           "label; how many: below the table): the mean over seeds with its 95% Student-t interval, and the range; "
+           "accuracy is how often the shipped classifier reads the requested digit.\n\n"]
     path = HERE.parent / "minidiff" / "assets" / "reference" / "dit_sweep.json"
     if not path.exists():
         return "".join(out) + _missing("DiT sweep", "python benchmarks/dit_sweep.py --seeds 0 1 2")
@@ -243,13 +251,8 @@ def dit_sweep() -> str:
                          float(statistics.median(r["accuracy"] for r in rs))])
     out.append(_table(["model, conditioning", "seeds", "parameters", "GFLOPs / image", "training steps",
                        "training s", "FID (mean ± 95% CI)", "FID range", "classifier confidence", "accuracy"], rows))
-    grids = sorted(RESULTS.glob("dit_sweep_*.png"))
-    if grids:
-        out.append("\nSeed 0's digits (each column asks for one digit, 0 to 9):\n\n")
-        out += [f"- `{g.stem[len('dit_sweep_'):]}`: ![{g.stem}](../benchmarks/results/{g.name})\n" for g in grids]
-    dates = sorted(r["date"] for r in d["runs"])
-    out.append(f"\n*Measured {dates[0]} to {dates[-1]} on {d['machine']}, torch {d['torch']}; each run's command is in "
-               f"`minidiff/assets/reference/dit_sweep.json` (e.g. `{d['runs'][0]['command']}`).*\n")
+    out.append(f"\n{', '.join(sorted({str(r['samples']) for r in d['runs']}))} digits a run.\n")
+    out.append(_reference_footer(d, "dit_sweep", "Seed 0's digits (each column asks for one digit, 0 to 9)"))
     return "".join(out)
 
 

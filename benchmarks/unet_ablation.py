@@ -27,7 +27,7 @@ RESULTS = HERE.parent / "minidiff" / "assets" / "reference" / "unet_ablation.jso
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from unet_recipe import load_runs, record_run, run_worker, save_grid  # noqa: E402
+from unet_recipe import add_sweep_args, load_runs, record_run, run_worker, save_grid  # noqa: E402
 
 from minidiff.config.schema import UNetChapterConfig  # noqa: E402
 
@@ -115,14 +115,9 @@ def table(runs: list[dict]) -> str:
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
-    ap.add_argument("--seeds", nargs="+", type=int, default=[0])
     ap.add_argument("--budget", type=float, default=section().max_seconds,
                     help="training seconds per run (default: the cpu profile's, the shipped sweep's)")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--samples", type=int, default=500)
-    ap.add_argument("--table", action="store_true", help="print the table of the recorded runs and stop")
-    ap.add_argument("--worker", help=argparse.SUPPRESS)
-    ap.add_argument("--out", help=argparse.SUPPRESS)
+    add_sweep_args(ap)
     args = ap.parse_args()
     if args.table:
         print(table(load_runs(RESULTS)))

@@ -326,6 +326,18 @@ def run_worker(script: str, name: str, seed: int, args, out: Path, extra_path=()
     return torch.load(out, weights_only=False)
 
 
+def add_sweep_args(ap) -> None:
+    """The flags every reference sweep shares: seeds, threads, samples, --table, and the worker's own."""
+    import argparse
+
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--samples", type=int, default=500)
+    ap.add_argument("--table", action="store_true", help="print the table of the recorded runs and stop")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("--out", help=argparse.SUPPRESS)
+
+
 def machine() -> str:
     import platform
 

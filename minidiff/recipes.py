@@ -165,6 +165,10 @@ def shared_autoencoder(section, x: torch.Tensor, *, seed: int = 0, progress=None
     from .config import checkpoint_dir
     from .nets import AutoencoderKL
 
+    if not callable(getattr(section, "ae_settings", None)):
+        raise TypeError(f"section must be a profile section with the autoencoder's settings (P.guidance or P.dit), "
+                        f"got {type(section).__name__}")
+    check_tensor(x, "x", floating=True, ndim=4)
     settings = dict(section.ae_settings(), seed=seed, batch_size=64, in_channels=int(x.shape[1]),
                     size=int(x.shape[-1]), n_train=int(x.shape[0]))
     with torch.random.fork_rng(devices=[]):       # the same initial weights whatever the caller's RNG state
@@ -228,10 +232,13 @@ def draw(section, model, schedule: NoiseSchedule, shape, *, generator=None, mode
     per sample (labels) are split with the batches."""
     from .diffusion import ddim, dpm_solver
 
+    samplers = {"ddim": ddim.ddim_sample,
+                "dpmpp_2m_sde": lambda *a, **k: dpm_solver.dpmpp_2m_sample(*a, sde=True, **k)}
+    if section.sampler not in samplers:
+        raise ValueError(f"section.sampler must be one of {tuple(samplers)}, got {section.sampler!r}")
     n = int(shape[0])
     decode = decode or (lambda z: z)
-    sample = {"ddim": ddim.ddim_sample,
-              "dpmpp_2m_sde": lambda *a, **k: dpm_solver.dpmpp_2m_sample(*a, sde=True, **k)}[section.sampler]
+    sample = samplers[section.sampler]
     out = []
     for i in range(0, n, batch):
         m = min(batch, n - i)

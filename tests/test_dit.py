@@ -251,6 +251,8 @@ def test_shared_autoencoder_is_trained_once_and_loaded_after(tmp_path, monkeypat
     assert float(ae2.scale) != 1.0                   # the fitted latent scale came back with the weights
     _, info3 = recipes.shared_autoencoder(dataclasses.replace(C, ae_steps=4), x, progress=False)
     assert not info3["loaded"] and info3["steps"] == 4
+    with pytest.raises(TypeError, match="autoencoder's settings"):
+        recipes.shared_autoencoder(config.get_profile("ci").unet, x)
     # with the cache off it is trained each time, to the same weights whatever the caller's RNG state
     monkeypatch.setenv("MINIDIFF_CHECKPOINT_DIR", "off")
     torch.manual_seed(7)
@@ -286,3 +288,6 @@ def test_draw_splits_labels_with_the_batches():
         assert a.shape == (5, 1, 4, 4) and a.abs().max() <= 1
         assert len(seen) == 9 and [s.tolist() for s in seen[::3]] == [[0, 1], [2, 3], [4]]
         seen.clear()
+    with pytest.raises(ValueError, match="section.sampler must be one of"):
+        recipes.draw(SimpleNamespace(sampler="euler", sample_steps=3, prediction="eps"), model, sched, (2, 1, 4, 4),
+                     model_kwargs={"y": torch.arange(2)})
