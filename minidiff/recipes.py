@@ -249,3 +249,190 @@ def draw(section, model, schedule: NoiseSchedule, shape, *, generator=None, mode
                        generator=generator, model_kwargs=kw or None, progress=progress)
             out.append(decode(z).clamp(-1, 1))
     return torch.cat(out)
+
+
+# ----------------------------------------------------------------------------- SSL meets diffusion (chapter 11)
+
+#: Chapter 11's recipes by key (the keys of ``SSLDiffusionConfig.recipes``), with the names the chapter prints.
+SSL_RECIPES = {"baseline": "baseline (no SSL)", "rcg": "RCG (generated representation)",
+               "repa": "REPA (alignment)", "multitask-dynamic": "multi-task, dynamic weight",
+               "multitask-fixed": "multi-task, fixed weight", "noisy-features": "SSL features of x_t"}
+
+SIMCLR_FIELDS = ("dataset", "encoder", "width", "batch", "steps", "max_seconds", "lr", "weight_decay", "warmup",
+                 "grad_clip", "aug_strength", "temperature", "proj_hidden", "proj_dim")
+
+
+def shared_simclr(section, x: torch.Tensor, *, seed: int = 0, progress=None):
+    """Chapter 02's SimCLR model (:class:`~minidiff.ssl.simclr.SimCLR` on the encoder ``section.encoder`` of width
+    ``section.width``), trained on ``x`` (the section's dataset's training images) with ``section``'s budget and
+    augmentations (digits or CIFAR by the number of channels). It is kept by :func:`minidiff.cache.cached` under
+    ``"shared/simclr"`` keyed by those settings: chapter 02 trains it, chapter 11 (whose frozen encoder it is) loads it
+    when the settings agree, and each chapter still runs alone. ``section`` is a :class:`SSLConfig` (``P.ssl``, or
+    ``P.ssl_diffusion.encoder_section(P.ssl)``).
+
+    Returns ``(model, info)``: the model on ``x``'s device and ``{"seconds", "steps", "history", "loaded"}`` (the
+    training run's time, steps and loss history; ``loaded`` is True when it came from the cache)."""
+    from .cache import cached, config_hash
+    from .config import checkpoint_dir
+    from .nets import make_encoder
+    from .ssl.augment import cifar_augment, digits_augment
+    from .ssl.simclr import SimCLR
+
+    missing = [f for f in SIMCLR_FIELDS if not hasattr(section, f)]
+    if missing:
+        raise TypeError(f"section must be chapter 02's SSL section (P.ssl), got {type(section).__name__} without "
+                        f"{missing}")
+    check_tensor(x, "x", floating=True, ndim=4)
+    settings = {**{f: getattr(section, f) for f in SIMCLR_FIELDS}, "seed": seed, "in_channels": int(x.shape[1]),
+                "size": int(x.shape[-1]), "n_train": int(x.shape[0])}
+    with torch.random.fork_rng(devices=[]):       # the same initial weights whatever the caller's RNG state
+        torch.manual_seed(seed)
+        model = SimCLR(make_encoder(section.encoder, x.shape[1], section.width), section.proj_hidden,
+                       section.proj_dim, section.temperature)
+    model = model.to(x.device)
+    built = []
+
+    def build():
+        built.append(True)
+        aug = digits_augment(section.aug_strength) if x.shape[1] == 1 else cifar_augment()
+        ckpt = checkpoint_dir(f"shared/simclr-{config_hash(settings)[:16]}")
+        run = train(model, lambda m, b: m(*aug.two_views(b)), TensorSampler(x, batch_size=section.batch, seed=seed),
+                    section.train_config(desc="SimCLR", progress=progress, ckpt_dir=ckpt, seed=seed))
+        history = {k: [float(v) for v in run.history[k]] for k in ("step", "loss", "lr", "time")}
+        return {"seconds": float(run.seconds), "steps": int(run.step), "history": history}
+
+    info = cached("shared/simclr", build, config=settings, model=model)
+    return model, {**info, "loaded": not built}
+
+
+class SSLParts:
+    """What chapter 11's recipes share: the frozen encoder (:class:`~minidiff.ssl_diffusion.FrozenEncoder` at
+    ``section.encoder_depth``), the autoencoder ``ae``, the training latents ``z`` with their pixel images ``x`` (row
+    by row), the encoder's pooled features ``feats`` of ``x`` (RCG's conditions), the DiT's noise schedule and
+    ``section`` itself."""
+
+    def __init__(self, section, encoder, ae, x: torch.Tensor, z: torch.Tensor, schedule: NoiseSchedule):
+        from .ssl_diffusion import FrozenEncoder
+
+        if not isinstance(encoder, FrozenEncoder):
+            raise TypeError(f"encoder must be a FrozenEncoder, got {type(encoder).__name__}")
+        check_tensor(x, "x", floating=True, ndim=4)
+        check_tensor(z, "z", floating=True, ndim=4)
+        if x.shape[0] != z.shape[0]:
+            raise ValueError(f"x and its latents z must have the same rows, got {x.shape[0]} and {z.shape[0]}")
+        self.section, self.encoder, self.ae, self.x, self.z, self.schedule = section, encoder, ae, x, z, schedule
+        with torch.no_grad():
+            self.feats = torch.cat([encoder.pooled(x[i:i + 500]) for i in range(0, len(x), 500)])
+
+    def dit(self, **kw):
+        from .nets import DiT, dit_config
+
+        s = self.section
+        return DiT(dit_config(s.dit, patch=s.patch, input_size=int(self.z.shape[-1]),
+                              in_channels=int(self.z.shape[1]), **kw)).to(self.z.device)
+
+
+def ssl_model(name: str, parts: SSLParts):
+    """The network recipe ``name`` trains (seeded by the caller): a plain DiT (baseline), a DiT conditioned on
+    representation vectors (RCG), :class:`~minidiff.ssl_diffusion.REPA`,
+    :class:`~minidiff.ssl_diffusion.MultiTaskDiT` with the dynamic (cosine) or fixed weight, or
+    :class:`~minidiff.ssl_diffusion.FeatureInputDiT` (features of the decoded noisy input)."""
+    from .ssl.augment import digits_augment
+    from .ssl_diffusion import REPA, FeatureInputDiT, LossWeightSchedule, MultiTaskDiT
+
+    s, enc = parts.section, parts.encoder
+    if name not in SSL_RECIPES:
+        raise ValueError(f"unknown chapter-11 recipe {name!r}; expected one of {tuple(SSL_RECIPES)}")
+    if name == "baseline":
+        return parts.dit()
+    if name == "rcg":
+        return parts.dit(cond_dim=enc.dim)
+    if name == "repa":
+        return REPA(parts.dit(), enc, depth=s.repa_depth, lam=s.repa_lambda).to(parts.z.device)
+    if name == "noisy-features":
+        return FeatureInputDiT(parts.dit(cond_dim=enc.dim), enc, decode=parts.ae.from_latent)
+    weight = LossWeightSchedule(s.mt_weight_start, s.mt_weight_end, steps=s.steps, kind="cosine") \
+        if name == "multitask-dynamic" else LossWeightSchedule(s.mt_fixed_weight, kind="constant")
+    return MultiTaskDiT(parts.dit(), depth=s.mt_depth, weight=weight,
+                        augment=digits_augment(s.aug_strength)).to(parts.z.device)
+
+
+def train_rdm(parts: SSLParts, *, seed: int = 0, progress=None, ckpt_dir=None):
+    """RCG's representation diffusion model: a :class:`~minidiff.nets.TimeMLP` fitted to the encoder's pooled
+    features ``parts.feats`` with eq. 14 on a cosine schedule of ``section.rdm_T`` steps. Returns ``(run, schedule)``;
+    sample with :func:`sample_representations`."""
+    from .diffusion.schedules import make_schedule
+    from .nets import TimeMLP
+
+    s = parts.section
+    torch.manual_seed(seed)
+    rdm = TimeMLP(dim=parts.encoder.dim, hidden=s.rdm_hidden, depth=s.rdm_depth).to(parts.z.device)
+    sched = make_schedule("cosine", s.rdm_T).to(parts.z.device)
+    run = train_ddpm(rdm, sched, parts.feats, batch_size=256, seed=seed,
+                     cfg=s.rdm_train_config(desc="RDM", progress=progress, ckpt_dir=ckpt_dir))
+    return run, sched
+
+
+def sample_representations(rdm, schedule: NoiseSchedule, n: int, dim: int, *, generator=None) -> torch.Tensor:
+    """``n`` representations drawn by ancestral sampling from the representation model, put back on the sphere of
+    radius :math:`\\sqrt{F}` where the encoder's pooled features live (:meth:`FrozenEncoder.pooled`)."""
+    import math
+
+    from .diffusion import ddpm
+
+    r = ddpm.sample(rdm, schedule, (n, dim), generator=generator, progress=False)
+    return torch.nn.functional.normalize(r, dim=1) * math.sqrt(dim)
+
+
+def train_ssl_recipe(name: str, parts: SSLParts, *, seed: int = 0, snapshot_every: int = 50, progress=None,
+                     ckpt_dir=None):
+    """Train recipe ``name`` for ``section.steps`` steps with the section's recipe (same data order, learning rate,
+    EMA and loss weighting for every recipe; only what the recipe adds differs). Every ``snapshot_every`` steps the
+    EMA weights are kept with their training time, so that the run can be read again at any earlier budget
+    (:func:`at_time`): with the constant learning rate of the section, the EMA at step s is what a run of s steps
+    would give. Returns ``{"run": TrainResult, "model": the network, "snapshots": [(step, seconds, state)]}``."""
+    import copy
+
+    s = parts.section
+    if name not in SSL_RECIPES:
+        raise ValueError(f"unknown chapter-11 recipe {name!r}; expected one of {tuple(SSL_RECIPES)}")
+    torch.manual_seed(seed)
+    model = ssl_model(name, parts)
+    gen = torch.Generator().manual_seed(seed + 1)
+    null = torch.zeros(parts.encoder.dim, device=parts.z.device)
+    kw = {"prediction": s.prediction, "weighting": s.weighting}
+
+    def loss(m, batch):
+        zb, xb, rb = batch
+        if name in ("baseline", "noisy-features"):
+            return ddpm_loss(m, parts.schedule, zb, **kw)
+        if name == "rcg":
+            return ddpm_loss(m, parts.schedule, zb, model_kwargs={"y": drop_condition(rb, s.p_uncond, null,
+                                                                                       generator=gen)}, **kw)
+        if name == "repa":
+            return m.loss(zb, parts.schedule, images=xb, **kw)
+        return m.loss(zb, parts.schedule, images=xb, encode=parts.ae.to_latent, **kw)
+
+    snapshots = []
+
+    def keep(step, ema):
+        snapshots.append([step, None, copy.deepcopy(ema.state_dict())])
+        return {}
+
+    cfg = s.train_config(seed=seed, eval_every=snapshot_every, desc=SSL_RECIPES[name], progress=progress,
+                         ckpt_dir=ckpt_dir)
+    run = train(model, loss, TensorSampler(parts.z, parts.x, parts.feats, batch_size=s.batch, seed=seed), cfg,
+                evaluate=keep)
+    times = {e["step"]: e["time"] for e in run.history["eval"]}
+    snapshots = [(st, float(times[st]), sd) for st, _, sd in snapshots if st in times]
+    return {"run": run, "model": model, "snapshots": snapshots}
+
+
+def at_time(result: dict, seconds: float) -> tuple[int, float, dict]:
+    """The last snapshot of :func:`train_ssl_recipe`'s ``result`` whose training time is at most ``seconds``:
+    ``(step, its training time, EMA state dict)``; the first snapshot if none is."""
+    snaps = result["snapshots"]
+    if not snaps:
+        raise ValueError("the run kept no snapshots (was it loaded without them?)")
+    fit = [sn for sn in snaps if sn[1] <= seconds]
+    return fit[-1] if fit else snaps[0]

@@ -20,6 +20,8 @@ labels (chapter 02) help a diffusion model.
    loss on two augmented views of the clean image, and the two losses are added with a weight that changes over
    training, :math:`\mathcal L = \mathcal L_\text{simple} + w(s)\,\mathcal L_\text{NT-Xent}` (:class:`MultiTaskDiT`,
    :class:`LossWeightSchedule`).
+4. **SSL features of the noisy input** (the source article's simplest variant): the frozen encoder reads the
+   denoiser's own input :math:`x_t` and its features join the time embedding (:class:`FeatureInputDiT`).
 """
 
 from __future__ import annotations
@@ -209,15 +211,54 @@ class MultiTaskDiT(nn.Module):
         return h.mean(1)
 
     def loss(self, x0: torch.Tensor, schedule: NoiseSchedule, y: torch.Tensor | None = None,
-             prediction: str = "eps") -> torch.Tensor:
+             prediction: str = "eps", images: torch.Tensor | None = None, encode=None, weighting: str = "none",
+             snr_gamma: float = 5.0) -> torch.Tensor:
+        """The loss of one batch ``x0`` (what the DiT diffuses). The two SSL views are ``augment(images)`` (default
+        ``images = x0``), passed through ``encode`` when given: in latent diffusion the views are augmented as pixel
+        images and encoded to latents (e.g. an autoencoder's ``to_latent``), so the shared blocks see what the DiT
+        sees. ``weighting``/``snr_gamma`` weight the diffusion term as :func:`minidiff.diffusion.ddpm.loss_weight`."""
+        images = x0 if images is None else images
+        if images.shape[0] != x0.shape[0]:
+            raise ValueError(f"images must have one row per row of x0 ({x0.shape[0]}), got {images.shape[0]}")
         x_t, t, target = _noisy(schedule, x0, prediction)
-        diffusion = F.mse_loss(self.dit(x_t, t, y).float(), target.float())
+        per_sample = (self.dit(x_t, t, y).float() - target.float()).pow(2).flatten(1).mean(1)
+        diffusion = (loss_weight(schedule, t, prediction, weighting, snr_gamma) * per_sample).mean()
         w = self.weight(int(self.step))
         self.step += 1
         if w == 0:
             self.last = {"diffusion": float(diffusion.detach()), "ssl": float("nan"), "weight": 0.0}
             return diffusion
-        v1, v2 = self.augment(x0), self.augment(x0)
+        v1, v2 = self.augment(images), self.augment(images)
+        if encode is not None:
+            v1, v2 = encode(v1), encode(v2)
         ssl = nt_xent(self.head(self.ssl_features(v1)), self.head(self.ssl_features(v2)), self.temperature)
         self.last = {"diffusion": float(diffusion.detach()), "ssl": float(ssl.detach()), "weight": w}
         return diffusion + w * ssl
+
+
+class FeatureInputDiT(nn.Module):
+    r"""The source article's simplest combination: the frozen encoder looks at the denoiser's own *noisy* input and
+    its global features :math:`f(\tilde x_t)` enter the DiT next to the time embedding (concatenating them to the
+    embedding and applying a linear map is the same as adding a learned map of them, which is what the DiT's
+    ``cond_dim`` path does). In latent diffusion :math:`\tilde x_t` is the noisy latent decoded to pixels by
+    ``decode`` (default: none, pixel diffusion). Nothing has to be generated at sampling time: the features come from
+    the current :math:`x_t`, so every sampler works unchanged; each network call also runs the decoder and encoder."""
+
+    def __init__(self, dit: DiT, encoder: FrozenEncoder, decode=None):
+        super().__init__()
+        if not isinstance(encoder, FrozenEncoder):
+            raise TypeError(f"encoder must be a FrozenEncoder, got {type(encoder).__name__}")
+        if dit.cfg.cond_dim != encoder.dim:
+            raise ValueError(f"the DiT must be built with cond_dim = the encoder's feature size {encoder.dim}, got "
+                             f"cond_dim={dit.cfg.cond_dim}")
+        self.dit, self.encoder, self.decode = dit, encoder, decode
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            images = x if self.decode is None else self.decode(x)
+            return self.encoder.pooled(images.clamp(-1, 1))
+
+    def forward(self, x, t, y=None):
+        if y is not None:
+            raise ValueError("FeatureInputDiT takes no condition y: its condition is computed from x")
+        return self.dit(x, t, self.features(x))

@@ -170,7 +170,7 @@ def test_train_config_carries_the_sections_hyper_parameters(name):
     assert p.guidance.ae_settings() == p.dit.ae_settings(), "chapters 09 and 10 share one autoencoder"
     assert p.guidance.text_train_config().max_seconds == p.guidance.text_max_seconds
     assert p.ssl_diffusion.rdm_train_config().steps == p.ssl_diffusion.rdm_steps
-    assert p.ssl_diffusion.ssl_train_config().ema_decay is None
+    assert p.ssl_diffusion.train_config().min_lr_ratio == p.ssl_diffusion.min_lr_ratio
     assert str(p.sampling.n_samples) in p.summary("sampling") and str(p.kernels.reps) in p.summary("kernels")
     with pytest.raises(ValueError, match="no section"):
         p.summary("name")
@@ -221,9 +221,9 @@ def test_smoke_caps_every_budget_of_the_gpu_profile(monkeypatch):
             else:
                 assert after <= before and after <= ref, where
     # the name patterns find the budgets the chapters use (the walk cannot silently match nothing)
-    assert {"steps", "toy_steps", "moco_steps", "ae_steps", "clip_steps", "text_steps", "ssl_steps", "rdm_steps",
-            "sample_steps", "encode_steps", "likelihood_steps", "warmup", "eval_every", "max_seconds",
-            "moco_max_seconds", "text_max_seconds", "compare_seconds", "n_samples", "n_eval", "n_embed", "n_points",
+    assert {"steps", "toy_steps", "moco_steps", "ae_steps", "clip_steps", "text_steps", "rdm_steps",
+            "sample_steps", "encode_steps", "likelihood_steps", "warmup", "max_seconds",
+            "moco_max_seconds", "text_max_seconds", "compare_seconds", "n_samples", "n_embed", "n_points",
             "eval_images", "likelihood_images", "reps", "ddim_steps", "etas", "sde_nfe", "scales", "seeds", "scaling",
             "timing_numel", "dpm_variants"} <= capped
     assert smoke.ddpm.steps == ci.ddpm.steps < gpu.ddpm.steps and smoke.ddpm.max_seconds == config.SMOKE_MAX_SECONDS

@@ -198,3 +198,158 @@ def test_each_method_trains(digits):
     mt = MultiTaskDiT(tiny_dit(), depth=1, weight=LossWeightSchedule(1.0, 0.1, steps=60), augment=digits_augment(0.5))
     first, last = _loss_falls(mt, lambda m, x: m.loss(x, sched), digits)
     assert last < first and int(mt.step) == 60 and mt.last["weight"] == pytest.approx(0.1 + 0.9 / 60, abs=0.02)
+
+
+# ----------------------------------------------------------------------------- chapter 11 on latents
+
+def test_multitask_loss_on_latents_against_a_by_hand_computation():
+    """MultiTaskDiT.loss with pixel images and an encoder to latents: the min-SNR weighted diffusion term on the
+    latents plus w times NT-Xent of the shared blocks' features of the two encoded views, recomputed by hand with the
+    same random numbers."""
+    from minidiff.nets import AutoencoderKL
+    from minidiff.ssl.simclr import nt_xent
+
+    torch.manual_seed(0)
+    ae = AutoencoderKL(1, latent_channels=4, width=8).eval()
+    dit = DiT(dit_config("DiT-Tiny", patch=1, input_size=7, in_channels=4))
+    aug = digits_augment(0.5)
+    mt = MultiTaskDiT(dit, depth=1, weight=LossWeightSchedule(0.3, kind="constant"), augment=aug)
+    sched = schedules.make_schedule("cosine", 100)
+    x = torch.rand(8, 1, 28, 28) * 2 - 1
+    z = ae.to_latent(x)
+    torch.manual_seed(5)
+    got = mt.loss(z, sched, prediction="v", images=x, encode=ae.to_latent, weighting="min_snr")
+    assert int(mt.step) == 1 and mt.last["weight"] == 0.3
+    torch.manual_seed(5)
+    t = torch.randint(0, sched.T, (8,))
+    noise = torch.randn_like(z)
+    x_t = ddpm.q_sample(sched, z, t, noise)
+    abar = sched.alphas_cumprod[t]
+    a, s = abar.sqrt().view(-1, 1, 1, 1), (1 - abar).sqrt().view(-1, 1, 1, 1)
+    v = a * noise - s * z                                               # the v target, written out
+    snr = abar / (1 - abar)
+    w_t = torch.clamp(snr, max=5.0) / (snr + 1)                         # min-SNR-5 for v-prediction
+    diffusion = (w_t * (dit(x_t, t) - v).pow(2).flatten(1).mean(1)).mean()
+    v1, v2 = ae.to_latent(aug(x)), ae.to_latent(aug(x))
+    ssl = nt_xent(mt.head(mt.ssl_features(v1)), mt.head(mt.ssl_features(v2)), mt.temperature)
+    assert got.item() == pytest.approx((diffusion + 0.3 * ssl).item(), rel=1e-5)
+
+
+def test_feature_input_dit_reads_the_noisy_input():
+    """FeatureInputDiT conditions the DiT on the frozen encoder's features of its own (decoded, clamped) input: equal
+    to calling the DiT with those features; the encoder gets no gradient; wrong sizes and a condition are refused."""
+    from minidiff.ssl_diffusion import FeatureInputDiT
+
+    torch.manual_seed(0)
+    enc = FrozenEncoder(ConvNet(1, 4))
+    decode = torch.nn.Upsample(scale_factor=4)                          # a stand-in decoder 7x7 -> 28x28
+    dit = DiT(dit_config("DiT-Tiny", patch=1, input_size=7, in_channels=1, cond_dim=enc.dim))
+    with torch.no_grad():                                               # zero-initialised gates: make y matter
+        for p in dit.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    m = FeatureInputDiT(dit, enc, decode=decode)
+    x, t = torch.randn(3, 1, 7, 7), torch.tensor([1, 20, 40])
+    expect = dit(x, t, enc.pooled(decode(x).clamp(-1, 1)))
+    assert torch.allclose(m(x, t), expect, atol=1e-6)
+    assert not torch.allclose(expect, dit(x, t, torch.zeros(3, enc.dim)), atol=1e-4)   # the features reach the output
+    m(x, t).pow(2).mean().backward()
+    assert all(p.grad is None for p in enc.parameters()) and dit.x_embed.weight.grad is not None
+    with pytest.raises(ValueError, match="cond_dim"):
+        FeatureInputDiT(tiny_dit(), enc)
+    with pytest.raises(ValueError, match="no condition"):
+        m(x, t, torch.zeros(3, enc.dim))
+
+
+@pytest.fixture
+def ssl_parts():
+    import dataclasses
+
+    from minidiff import config, recipes
+    from minidiff.nets import AutoencoderKL
+
+    torch.manual_seed(0)
+    C = dataclasses.replace(config.get_profile("ci").ssl_diffusion, dit="DiT-Tiny", steps=40, warmup=5, lr=3e-3,
+                            batch=32, mt_depth=1, repa_depth=1, encoder_depth=1, rdm_steps=20)
+    ds = data.load_images("digits", "train")
+    x = torch.nn.functional.interpolate(ds.x[:256], size=28)
+    ae = AutoencoderKL(1, latent_channels=4, width=8).eval()
+    ae.fit_scale(x)
+    z = ae.to_latent(x)
+    return recipes.SSLParts(C, FrozenEncoder(ConvNet(1, 8)), ae, x, z, schedules.make_schedule("cosine", C.T))
+
+
+def test_every_chapter11_recipe_trains_on_latents(ssl_parts):
+    """Each of the six recipes trains on latents: its loss falls, and it keeps EMA snapshots with increasing training
+    times; at_time picks the last snapshot within a budget; the last snapshot is the EMA at the end."""
+    from minidiff import recipes
+
+    for name in recipes.SSL_RECIPES:
+        res = recipes.train_ssl_recipe(name, ssl_parts, seed=0, snapshot_every=10, progress=False)
+        run = res["run"]
+        h = run.history["loss"]
+        if name.startswith("multitask"):          # the SSL term dominates the start: compare its diffusion part
+            assert res["model"].last["diffusion"] < 0.8 * h[0], name
+        else:
+            assert sum(h[-2:]) / 2 < 0.8 * sum(h[:2]) / 2, (name, h[:2], h[-2:])
+        steps = [s for s, _, _ in res["snapshots"]]
+        times = [t for _, t, _ in res["snapshots"]]
+        assert steps == [10, 20, 30, 40] and times == sorted(times) and times[-1] <= run.seconds + 1e-6, name
+        for (k, a), b in zip(run.ema.state_dict().items(), res["snapshots"][-1][2].values()):
+            assert torch.equal(a, b), (name, k)
+        assert recipes.at_time(res, (times[1] + times[2]) / 2)[0] == 20
+        assert recipes.at_time(res, 0.0)[0] == 10 and recipes.at_time(res, 1e9)[0] == 40
+    with pytest.raises(ValueError, match="unknown chapter-11 recipe"):
+        recipes.train_ssl_recipe("dino", ssl_parts)
+
+
+def test_rcg_representations_come_back_on_the_sphere(ssl_parts):
+    from minidiff import recipes
+
+    run, sched = recipes.train_rdm(ssl_parts, seed=0, progress=False)
+    r = recipes.sample_representations(run.ema.eval(), sched, 16, ssl_parts.encoder.dim,
+                                       generator=torch.Generator().manual_seed(0))
+    assert r.shape == (16, ssl_parts.encoder.dim)
+    assert torch.allclose(r.norm(dim=1), torch.full((16,), math.sqrt(ssl_parts.encoder.dim)), atol=1e-4)
+    assert torch.allclose(ssl_parts.feats.norm(dim=1), torch.full((len(ssl_parts.feats),),
+                                                                  math.sqrt(ssl_parts.encoder.dim)), atol=1e-3)
+
+
+def test_shared_simclr_is_trained_once_and_loaded_after(tmp_path, monkeypatch):
+    """Chapter 02's SimCLR kept by the cache: a second call with equal settings loads the same weights (and the loss
+    history) without training; other settings are another entry; a section without SimCLR's fields is refused."""
+    import dataclasses
+
+    from minidiff import config, recipes
+
+    monkeypatch.setenv("MINIDIFF_CHECKPOINT_DIR", str(tmp_path))
+    monkeypatch.setenv("MINIDIFF_PROFILE", "cpu")
+    S = dataclasses.replace(config.get_profile("ci").ssl, width=4, steps=3, batch=16, max_seconds=None)
+    x = torch.rand(32, 1, 28, 28) * 2 - 1
+    torch.manual_seed(1)
+    m1, i1 = recipes.shared_simclr(S, x, progress=False)
+    assert not i1["loaded"] and i1["steps"] == 3 and len(i1["history"]["loss"]) >= 1
+    torch.manual_seed(2)
+    m2, i2 = recipes.shared_simclr(S, x, progress=False)
+    assert i2["loaded"] and i2["history"] == i1["history"]
+    for (k, a), b in zip(m1.state_dict().items(), m2.state_dict().values()):
+        assert torch.equal(a, b), k
+    assert not recipes.shared_simclr(dataclasses.replace(S, steps=4), x, progress=False)[1]["loaded"]
+    with pytest.raises(TypeError, match="chapter 02's SSL section"):
+        recipes.shared_simclr(config.get_profile("ci").dit, x)
+
+
+def test_chapter11_encoder_is_chapter02s_where_the_data_agree():
+    from minidiff import config
+
+    for name in ("ci", "cpu"):
+        P = config.get_profile(name)
+        assert P.ssl_diffusion.encoder_section(P.ssl) is P.ssl, name
+        assert P.ssl_diffusion.ae_settings() == P.dit.ae_settings() == P.guidance.ae_settings(), name
+    G = config.get_profile("gpu")
+    enc = G.ssl_diffusion.encoder_section(G.ssl)
+    assert (enc.dataset, enc.encoder, enc.width, enc.steps) == ("mnist", "convnet", G.ssl.width, G.ssl.steps)
+    from minidiff.config.schema import SSLDiffusionConfig
+    with pytest.raises(ValueError, match="live_recipes must include 'baseline'"):
+        SSLDiffusionConfig(live_recipes=("repa",))
+    with pytest.raises(ValueError, match="recipes must start with 'baseline'"):
+        SSLDiffusionConfig(recipes=("repa", "baseline"))

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from types import MappingProxyType
 from typing import Mapping
 
@@ -150,6 +150,8 @@ class Trains(Section):
             text += f", wd {c.weight_decay:g}"
         if c.warmup:
             text += f", warmup {c.warmup}"
+        if c.min_lr_ratio == 1:
+            text += " (constant after warmup)"
         if c.anneal_by_time and c.max_seconds:
             text += ", lr decay by the clock"
         return text + (f", EMA {c.ema_decay:g}" if c.ema_decay is not None else ", no EMA")
@@ -559,55 +561,103 @@ class GuidanceChapterConfig(Trains):
 
 @dataclass(frozen=True)
 class SSLDiffusionConfig(Trains):
-    """Sizes for chapter 11: a DiT (size ``dit`` of :data:`minidiff.nets.dit.DIT_SIZES` with patch ``patch``)
-    trained for ``steps`` by five recipes, each over the ``seeds``, with the feature FID of ``n_eval`` DDIM samples
-    every ``eval_every`` steps. The frozen encoder is a SimCLR ConvNet of width ``ssl_width`` trained ``ssl_steps``;
-    the representation diffusion model (RCG) is an MLP
-    trained ``rdm_steps``; REPA aligns block ``repa_depth`` with weight ``repa_lambda``; the multi-task runs share
-    ``mt_depth`` blocks with an SSL weight going from ``mt_weight_start`` to ``mt_weight_end`` (or fixed at
-    ``mt_fixed_weight``)."""
+    """Sizes for chapter 11: six recipes (``recipes``, named in :data:`minidiff.recipes.SSL_RECIPES`) train one
+    unconditional latent DiT each (size ``dit`` on ``patch`` x ``patch`` patches of chapter 10's 7 x 7 latents: the
+    ``ae_*`` fields equal the ``dit`` and ``guidance`` sections', so the autoencoder is shared) with chapter 04's recipe
+    (``schedule``, ``prediction``, ``weighting``) for ``steps`` steps. The learning rate is constant after the warmup
+    (``min_lr_ratio`` 1): the EMA weights at any step are then a finished model for that budget, so one run is read
+    twice, at ``steps`` (equal steps) and at the step where its training time reaches the baseline's (equal time).
+    Samples: ``n_samples`` digits by ``sampler`` with ``sample_steps`` calls.
 
-    _SUMMARY = ("{dataset} | T={T} {schedule} | {dit}/{patch} | {training}, seeds ({seeds}) | FID of {n_eval} samples "
-                "every {eval_every} steps | SimCLR width {ssl_width}, {ssl_steps} steps; RDM {rdm_steps} steps")
+    The frozen encoder is chapter 02's SimCLR encoder (:meth:`encoder_section`), depth ``encoder_depth`` for REPA's
+    spatial targets. RCG's representation diffusion model is an MLP (``rdm_hidden`` x ``rdm_depth``) trained
+    ``rdm_steps`` on ``rdm_T`` steps; REPA aligns block ``repa_depth`` with weight ``repa_lambda``; the multi-task runs
+    share ``mt_depth`` blocks with an SSL weight going from ``mt_weight_start`` to ``mt_weight_end`` (cosine) or fixed
+    at ``mt_fixed_weight`` (views of strength ``aug_strength``). ``live_recipes`` are trained by the chapter over the
+    ``seeds``; the others, and more seeds, come from the reference sweep (``benchmarks/ssl_sweep.py``)."""
+
+    _SUMMARY = ("{dataset} latents ({ae_latent_channels} ch) | T={T} {schedule} {prediction}, loss weighting "
+                "{weighting} | {dit}/{patch} unconditional | {training}, seeds ({seeds}) | live recipes "
+                "{live_recipes} | {n_samples} samples, {sampler} {sample_steps} steps")
+
+    SAMPLERS = ("ddim", "dpmpp_2m_sde")
+    RECIPES = ("baseline", "rcg", "repa", "multitask-dynamic", "multitask-fixed", "noisy-features")
 
     dataset: str = "mnist5k"
     T: int = 50
     schedule: str = "cosine"
+    prediction: str = "eps"
+    weighting: str = "none"
+    amp: str = "off"
     dit: str = "DiT-Tiny"
-    patch: int = 7
-    batch: int = 64
-    steps: int = 300
-    lr: float = 3e-3
+    patch: int = 1
+    batch: int = 32
+    steps: int = 200
+    lr: float = 2e-3
+    min_lr_ratio: float = 1.0
     warmup: int = 20
     ema_decay: float = 0.99
-    eval_every: int = 100
-    n_eval: int = 100
-    sample_steps: int = 20
     seeds: tuple[int, ...] = (0,)
-    ssl_width: int = 16
-    ssl_batch: int = 256
-    ssl_steps: int = 60
-    aug_strength: float = 0.5
+    recipes: tuple[str, ...] = RECIPES
+    live_recipes: tuple[str, ...] = RECIPES
+    encoder_depth: int = 2
     p_uncond: float = 0.1
-    rdm_hidden: int = 128
+    rdm_hidden: int = 256
     rdm_depth: int = 3
+    rdm_T: int = 100
     rdm_steps: int = 400
-    repa_depth: int = 1
+    repa_depth: int = 2
     repa_lambda: float = 0.5
-    mt_depth: int = 1
+    mt_depth: int = 2
     mt_weight_start: float = 1.0
     mt_weight_end: float = 0.05
     mt_fixed_weight: float = 0.5
+    aug_strength: float = 0.5
+    ae_latent_channels: int = 4
+    ae_width: int = 16
+    ae_steps: int = 100
+    ae_kl_weight: float = 1e-3
+    ae_lr: float = 3e-3
+    n_samples: int = 100
+    sample_steps: int = 20
+    sampler: str = "ddim"
 
-    def ssl_train_config(self, **overrides) -> TrainConfig:
-        """The frozen encoder's SimCLR pretraining: ``ssl_steps`` at lr 3e-3, warmup 10, no clipping, no EMA."""
-        return TrainConfig(**{"steps": self.ssl_steps, "lr": 3e-3, "warmup": 10, "grad_clip": None,
-                              "ema_decay": None, **overrides})
+    def _summary_fields(self) -> dict:
+        return {**super()._summary_fields(), "live_recipes": ", ".join(self.live_recipes)}
+
+    def __post_init__(self):
+        _check_recipe(self)
+        bad = [r for r in (*self.recipes, *self.live_recipes) if r not in self.RECIPES]
+        if bad or self.recipes[:1] != ("baseline",) or "baseline" not in self.live_recipes or \
+                not set(self.live_recipes) <= set(self.recipes):
+            raise ValueError(f"SSLDiffusionConfig: recipes must start with 'baseline' and come from {self.RECIPES}, "
+                             f"and live_recipes must include 'baseline' and be among them; got {self.recipes!r} and "
+                             f"{self.live_recipes!r}")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"SSLDiffusionConfig.seeds must be distinct seeds, at least one, got {self.seeds!r}")
+        if not 0 <= self.p_uncond < 1:
+            raise ValueError(f"SSLDiffusionConfig.p_uncond must be in [0, 1), got {self.p_uncond!r}")
+
+    def train_config(self, **overrides) -> TrainConfig:
+        """The DiT's :class:`TrainConfig`, with this section's ``min_lr_ratio`` (1: constant after warmup)."""
+        return super().train_config(**{"min_lr_ratio": self.min_lr_ratio, **overrides})
+
+    def ae_settings(self) -> dict:
+        """The autoencoder's settings (what :func:`minidiff.recipes.shared_autoencoder` trains and caches by)."""
+        return _ae_settings(self)
+
+    def encoder_section(self, ssl: "SSLConfig") -> "SSLConfig":
+        """The settings of the frozen encoder: chapter 02's SimCLR section ``ssl`` (the profile's ``P.ssl``) as it is
+        when it trains on this chapter's dataset (then chapter 02's encoder is reused,
+        :func:`minidiff.recipes.shared_simclr`), else the same recipe on this chapter's digits with the digits'
+        ConvNet (the ``gpu`` profile's chapter 02 trains a ResNet on CIFAR-10)."""
+        if ssl.dataset == self.dataset:
+            return ssl
+        return replace(ssl, dataset=self.dataset, encoder="convnet")
 
     def rdm_train_config(self, **overrides) -> TrainConfig:
         """The representation diffusion model (an MLP): ``rdm_steps`` at lr 2e-3, warmup 20, EMA 0.99."""
         return TrainConfig(**{"steps": self.rdm_steps, "lr": 2e-3, "warmup": 20, "ema_decay": 0.99, **overrides})
-
 
 
 @dataclass(frozen=True)
