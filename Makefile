@@ -28,12 +28,17 @@ $(STAMP): pyproject.toml
 	@$(PY) -c 'import torch, minidiff; print(">> ready: minidiff", minidiff.__version__, "| CUDA", torch.cuda.is_available())'
 	@touch $(STAMP)
 
-# The website. Runs start fresh (no checkpoints) so pages show what the code does. Executed notebooks are cached; switching PROFILE clears the cache so outputs match the profile.
+# The website. Each build starts with an empty artifact cache (_build/artifacts) so pages show what the code does. Executed notebooks are cached; switching PROFILE clears the cache so outputs match the profile.
 book: setup
 	@mkdir -p _build
 	@if [ "$$(cat _build/.profile 2>/dev/null)" != "$(PROFILE)" ]; then rm -rf _build/.jupyter_cache; echo "$(PROFILE)" > _build/.profile; fi
 	@echo ">> building the book with profile '$(PROFILE)' (make book PROFILE=ci for a quick build)"
-	MINIDIFF_PROFILE=$(PROFILE) MINIDIFF_STATIC=1 MINIDIFF_CHECKPOINT_DIR=off $(VENV)/bin/jupyter-book build . --keep-going
+	@# one artifact cache per build (minidiff.cache): chapters executed in this build share what they trained (chapter
+	@# 02's encoder in chapter 11, chapter 10's autoencoder in 09 and 11); it starts empty, so no page shows the results
+	@# of older code
+	rm -rf _build/artifacts
+	MINIDIFF_PROFILE=$(PROFILE) MINIDIFF_STATIC=1 MINIDIFF_CHECKPOINT_DIR=$(CURDIR)/_build/artifacts \
+		$(VENV)/bin/jupyter-book build . --keep-going
 	@test -f _build/html/index.html && echo ">> open _build/html/index.html"
 
 test: setup

@@ -26,12 +26,14 @@ ROOT = Path(__file__).resolve().parent
 _durations: dict[str, float] = collections.defaultdict(float)
 
 
-def _budget() -> float:
+def _budget(path: str | None = None) -> float:
+    """The target of chapter ``path`` (a notebook path), or the profile's default target."""
     if os.environ.get("MINIDIFF_CHAPTER_BUDGET_S"):
         return float(os.environ["MINIDIFF_CHAPTER_BUDGET_S"])
     from minidiff.config import get_profile
 
-    return get_profile().chapter_budget_s
+    P = get_profile()
+    return P.budget_for(Path(path).stem) if path else P.chapter_budget_s
 
 
 def _tolerance() -> float:
@@ -47,9 +49,12 @@ def pytest_runtest_logreport(report):
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if not _durations:
         return
-    budget, limit = _budget(), _budget() * _tolerance()
-    terminalreporter.section(f"chapter runtimes (nbval): target {budget:.0f} s, failing above {limit:.0f} s")
+    budget = _budget()
+    terminalreporter.section(f"chapter runtimes (nbval): target {budget:.0f} s, failing above "
+                             f"{budget * _tolerance():.0f} s (unless a chapter has its own)")
     for path, secs in sorted(_durations.items()):
+        budget = _budget(path)
+        limit = budget * _tolerance()
         flag = "" if secs <= budget else f"  over target ({budget:.0f} s)" if secs <= limit else \
             f"  OVER BUDGET ({budget:.0f} s x {_tolerance():g} = {limit:.0f} s)"
         terminalreporter.write_line(f"{path}: {secs:.1f} s{flag}")
@@ -58,11 +63,11 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
 def pytest_sessionfinish(session, exitstatus):
     if not _durations:
         return
-    limit = _budget() * _tolerance()
-    over = {p: s for p, s in _durations.items() if s > limit}
+    over = {p: (s, _budget(p) * _tolerance()) for p, s in _durations.items() if s > _budget(p) * _tolerance()}
     if over and session.exitstatus == 0:
         session.exitstatus = 1
-        print("\nchapters over their time budget: " + ", ".join(f"{p} ({s:.0f} s > {limit:.0f} s)" for p, s in over.items()))
+        print("\nchapters over their time budget: "
+              + ", ".join(f"{p} ({s:.0f} s > {limit:.0f} s)" for p, (s, limit) in over.items()))
 
 
 # ----------------------------------------------------------------------------- notebooks executed once per session

@@ -256,6 +256,47 @@ def dit_sweep() -> str:
     return "".join(out)
 
 
+def ssl_sweep() -> str:
+    """Chapter 11's reference sweep (``benchmarks/ssl_sweep.py``), shipped in ``minidiff/assets/reference``."""
+    out = ["## Self-supervised representations in diffusion training, equal steps and equal time (chapter 11)\n\n",
+           "Unconditional latent DiTs (the `cpu` profile's `ssl_diffusion` section; `benchmarks/ssl_sweep.py`) trained "
+           "by six recipes: the baseline, RCG (conditioned on chapter 02's frozen SimCLR representation, generated at "
+           "sampling time by a small representation diffusion model), REPA, multi-task SimCLR with a dynamic and with "
+           "a fixed weight, and the frozen encoder's features of the noisy input. Each run is read after all its steps "
+           "and at the baseline's training time (its last EMA snapshot within the time of the same seed's baseline; "
+           "RCG's representation model's training counts). FID of 500 unconditional digits: the mean over seeds with "
+           "its 95% Student-t interval; *paired* is the recipe minus the baseline of the same seed.\n\n"]
+    path = HERE.parent / "minidiff" / "assets" / "reference" / "ssl_sweep.json"
+    if not path.exists():
+        return "".join(out) + _missing("SSL sweep", "python benchmarks/ssl_sweep.py --seeds 0 1 2 --threads 1 --parallel 2")
+    import statistics
+
+    sys.path.insert(0, str(HERE.parent))
+    from minidiff.reference import mean_ci
+
+    d = json.loads(path.read_text())
+    base = {r["seed"]: r for r in d["runs"] if r["recipe"] == "baseline"}
+    rows = []
+    for name in d["recipe"]["recipes"]:
+        rs = [r for r in d["runs"] if r["recipe"] == name]
+        if not rs:
+            continue
+        row = [name, len(rs), round(statistics.median(r["train_seconds"] + r["extra_seconds"] for r in rs))]
+        for key in ("final", "equal_time"):
+            row += [int(statistics.median(r[key].get("step", r["steps"]) for r in rs)),
+                    str(mean_ci([r[key]["fid"] for r in rs])),
+                    "" if name == "baseline" else format(mean_ci([r[key]["fid"] - base[r["seed"]]["final"]["fid"]
+                                                                  for r in rs if r["seed"] in base]), "+.1f"),
+                    float(statistics.median(r[key]["confidence"] for r in rs))]
+        rows.append(row)
+    out.append(_table(["recipe", "seeds", "training s", "steps", "FID, equal steps", "paired", "confidence",
+                       "steps at equal time", "FID, equal time", "paired", "confidence"], rows))
+    out.append(f"\nTwo runs at a time on the 2 cores, one thread each; {d['recipe']['steps']:,} steps; "
+               f"{', '.join(sorted({str(r['samples']) for r in d['runs']}))} digits a reading.\n")
+    out.append(_reference_footer(d, "ssl_sweep", "Seed 0's digits after all steps"))
+    return "".join(out)
+
+
 def latent_to_quality() -> str:
     out = ["## Latent diffusion, DiT and guidance on a CPU\n\n",
            "Models trained on the 7x7x4 latents of a small autoencoder or on pixels for the same wall-clock budget on "
@@ -490,7 +531,8 @@ def ddpm_fid() -> str:
 
 
 def render() -> str:
-    return "\n".join([INTRO, time_to_quality(), unet_recipe(), unet_ablation(), dit_sweep(), latent_to_quality(),
+    return "\n".join([INTRO, time_to_quality(), unet_recipe(), unet_ablation(), dit_sweep(), ssl_sweep(),
+                      latent_to_quality(),
                       recipe_vs_implementation(),
                       train_throughput(), ssl(), kernels(), gpu_check(), ddpm_fid()])
 

@@ -1,7 +1,7 @@
 """Chapter 11's reference sweep: six ways to use a self-supervised encoder in diffusion training, over seeds, read at
 equal steps and at equal training time.
 
-    .venv/bin/python benchmarks/ssl_sweep.py --seeds 0 1 2      # the shipped sweep: 18 runs, about 80 minutes
+    .venv/bin/python benchmarks/ssl_sweep.py --seeds 0 1 2 --threads 1 --parallel 2   # the shipped sweep: 18 runs
     .venv/bin/python benchmarks/ssl_sweep.py --table          # the table of every run recorded so far
 
 Every recipe of :data:`minidiff.recipes.SSL_RECIPES` with the ``cpu`` profile's chapter-11 section (profile ``cpu``,
@@ -18,7 +18,9 @@ confidence and the entropy of its predicted classes (log 10 = 2.30 when every di
 steps, training seconds, the loss curve, sampling seconds. Runs are appended to
 ``minidiff/assets/reference/ssl_sweep.json`` (a rerun replaces its row; :mod:`minidiff.reference` loads it); chapter 11
 plots that file and ``tests/test_results_page.py`` checks the chapter's sentences against it. Run it with nothing else
-on the machine: equal time is measured.
+on the machine: equal time is measured. With ``--parallel 2 --threads 1`` two runs share the 2-core machine, one
+thread each, the way the shipped file was made (every run's ``alongside`` says how many other runs were on the
+machine when it started; the costliest recipes are scheduled first so that the last run alone is a short one).
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ import datetime
 import os
 import statistics
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -39,18 +43,22 @@ sys.path.insert(0, str(HERE.parent))
 from unet_recipe import add_sweep_args, load_runs, record_run, run_worker, save_grid  # noqa: E402
 
 
-def section():
-    """The ``cpu`` profile's chapter-11 section: the recipe of every run."""
+def section(steps: int | None = None):
+    """The ``cpu`` profile's chapter-11 section: the recipe of every run (``steps`` overrides its steps: a quick
+    check of the script, never the shipped file)."""
+    import dataclasses
+
     from minidiff.config import get_profile
 
-    return get_profile("cpu").ssl_diffusion
+    C = get_profile("cpu").ssl_diffusion
+    return dataclasses.replace(C, steps=steps) if steps else C
 
 
 def names() -> list[str]:
     return list(section().recipes)
 
 
-def worker(name: str, seed: int, budget: float, samples: int) -> dict:
+def worker(name: str, seed: int, budget: float, samples: int, steps: int | None = None) -> dict:
     os.environ["MINIDIFF_CHECKPOINT_DIR"] = str(HERE / ".cache" / "runs")   # the shared models are kept here
     os.environ["MINIDIFF_PROFILE"] = "cpu"
     import torch
@@ -60,11 +68,13 @@ def worker(name: str, seed: int, budget: float, samples: int) -> dict:
     from minidiff.ssl_diffusion import FrozenEncoder
 
     P = config.get_profile("cpu")
-    C = section()
+    C = section(steps)
     train_set = data.load_images(C.dataset, "train", profile="cpu")
     reference = metrics.Reference(data.load_images(C.dataset, "test", profile="cpu").x)
     ae, ae_info = recipes.shared_autoencoder(C, train_set.x, progress=False)
     simclr, ssl_info = recipes.shared_simclr(C.encoder_section(P.ssl), train_set.x, progress=False)
+    if name == "prepare":                        # the shared models, trained alone before the runs (SimCLR's budget is
+        return {"ae": ae_info, "simclr": ssl_info}   # in seconds: it must not share the machine)
     encoder = FrozenEncoder(simclr.encoder, depth=C.encoder_depth)
     with torch.no_grad():
         z = ae.to_latent(train_set.x)
@@ -158,47 +168,88 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--recipes", nargs="+", default=names(), choices=names())
     add_sweep_args(ap)
+    ap.add_argument("--steps", type=int, help="override the profile's steps (a quick check; writes --results)")
+    ap.add_argument("--results", type=Path, default=RESULTS, help=argparse.SUPPRESS)
+    ap.add_argument("--parallel", type=int, default=1, help="runs at a time (each with --threads threads)")
     ap.add_argument("--budget", type=float, default=0, help=argparse.SUPPRESS)   # the worker's equal-time budget
     args = ap.parse_args()
     if args.table:
-        print(table(load_runs(RESULTS)))
+        print(table(load_runs(args.results)))
         return
     import torch
 
     if args.worker:
         torch.set_num_threads(args.threads)
-        torch.save(worker(args.worker, args.seeds[0], args.budget, args.samples), args.out)
+        torch.save(worker(args.worker, args.seeds[0], args.budget, args.samples, args.steps), args.out)
         return
-    C = section()
+    if args.steps and args.results == RESULTS:
+        ap.error("--steps writes a quick check: give it its own --results file")
+    C = section(args.steps)
     header = {"benchmark": "ssl_sweep", "recipe": {k: getattr(C, k) for k in C.__dataclass_fields__},
-              "log_every": 10}
-    for seed in args.seeds:                     # seed-major, baseline first: its time is the others' budget
-        todo = ["baseline", *(n for n in args.recipes if n != "baseline")]
-        base = next((r for r in load_runs(RESULTS) if r["recipe"] == "baseline" and r["seed"] == seed
-                     and r["threads"] == args.threads), None)
-        for name in todo:
-            if name == "baseline" and "baseline" not in args.recipes and base is not None:
-                continue                        # reuse the recorded baseline of this seed
-            args.budget = base["train_seconds"] if name != "baseline" else 0
-            out = HERE / ".cache" / f"ssl_sweep_{name}_{seed}_{args.threads}.pt"
-            out.parent.mkdir(exist_ok=True)
-            r = run_worker(__file__, name, seed, args, out)
-            grid = r.pop("_samples")
-            if name == "baseline":
-                r["equal_time"] = {**r["final"], "step": r["steps"], "seconds": r["train_seconds"],
-                                   "budget": r["train_seconds"]}
-                base = r
-            if seed == 0:                       # the results page shows seed 0's digits
-                save_grid(grid, HERE / "results" / f"ssl_sweep_{name}.png")
-            r["date"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-            r["command"] = (f"python benchmarks/ssl_sweep.py --recipes {name} --seeds {seed} --threads "
-                            f"{args.threads} --samples {args.samples}")
-            record_run(RESULTS, r, ("recipe", "seed", "threads"), header)
-            e = r["equal_time"]
-            print(f"[{name} seed {seed}] {r['steps']} steps in {r['train_seconds']:.0f} s (+{r['extra_seconds']:.0f}"
-                  f" s): FID {r['final']['fid']:.1f} (conf {r['final']['confidence']:.2f}); at the baseline's time "
-                  f"({e['step']} steps) FID {e['fid']:.1f}", flush=True)
-    print(table(load_runs(RESULTS)))
+              "log_every": 10, "parallel": args.parallel}
+    lock = threading.Lock()
+    running = [0]
+    baselines = {}                              # seed -> Future of that seed's baseline run
+
+    def job(name, seed):
+        wargs = argparse.Namespace(**vars(args))
+        wargs.budget = baselines[seed].result()["train_seconds"] if name != "baseline" else 0
+        out = HERE / ".cache" / f"ssl_sweep_{name}_{seed}_{args.threads}_{args.steps or C.steps}.pt"
+        out.parent.mkdir(exist_ok=True)
+        with lock:
+            running[0] += 1
+            alongside = running[0] - 1
+        try:
+            r = run_worker(__file__, name, seed, wargs, out,
+                           extra_args=("--steps", str(args.steps)) if args.steps else ())
+        finally:
+            with lock:
+                running[0] -= 1
+        grid = r.pop("_samples")
+        if name == "baseline":
+            r["equal_time"] = {**r["final"], "step": r["steps"], "seconds": r["train_seconds"],
+                               "budget": r["train_seconds"]}
+        if seed == 0:                           # the results page shows seed 0's digits
+            save_grid(grid, HERE / "results" / f"ssl_sweep_{name}.png")
+        r["date"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        r["alongside"] = alongside              # other runs on the machine when this one started
+        r["command"] = (f"python benchmarks/ssl_sweep.py --recipes {name} --seeds {seed} --threads "
+                        f"{args.threads} --samples {args.samples} --parallel {args.parallel}")
+        with lock:
+            record_run(args.results, r, ("recipe", "seed", "threads"), header)
+        e = r["equal_time"]
+        print(f"[{name} seed {seed}] {r['steps']} steps in {r['train_seconds']:.0f} s (+{r['extra_seconds']:.0f}"
+              f" s): FID {r['final']['fid']:.1f} (conf {r['final']['confidence']:.2f}); at the baseline's time "
+              f"({e['step']} steps) FID {e['fid']:.1f}", flush=True)
+        return r
+
+    class Done:                                 # a recorded baseline, reused when only other recipes are asked for
+        def __init__(self, r):
+            self.r = r
+
+        def result(self):
+            return self.r
+
+    prep = run_worker(__file__, "prepare", 0, argparse.Namespace(**{**vars(args), "threads": 2, "budget": 0}),
+                      HERE / ".cache" / "ssl_sweep_prepare.pt")
+    print(f"shared models: autoencoder {prep['ae']['steps']} steps, SimCLR {prep['simclr']['steps']} steps "
+          f"({'loaded' if prep['simclr']['loaded'] else 'trained'})", flush=True)
+    with ThreadPoolExecutor(max_workers=args.parallel) as pool:
+        todo = []
+        for seed in args.seeds:                 # baselines first: their times are the other recipes' budgets
+            old = next((r for r in load_runs(args.results) if r["recipe"] == "baseline" and r["seed"] == seed
+                        and r["threads"] == args.threads), None)
+            if "baseline" in args.recipes or old is None:
+                baselines[seed] = pool.submit(job, "baseline", seed)
+                todo.append(baselines[seed])
+            else:
+                baselines[seed] = Done(old)
+        # the costliest recipes first, so that the last run to finish is a short one
+        order = sorted((n for n in args.recipes if n != "baseline"), key=lambda n: not n.startswith("multitask"))
+        todo += [pool.submit(job, name, seed) for seed in args.seeds for name in order]
+        for f in todo:
+            f.result()
+    print(table(load_runs(args.results)))
 
 
 if __name__ == "__main__":

@@ -310,7 +310,7 @@ def main():
     print(table(_load()))
 
 
-def run_worker(script: str, name: str, seed: int, args, out: Path, extra_path=()) -> dict:
+def run_worker(script: str, name: str, seed: int, args, out: Path, extra_path=(), extra_args=()) -> dict:
     """Train and score one run of ``script`` (its ``--worker`` mode) in a fresh process limited to ``args.threads``
     threads, with checkpoints off and no network; returns the dict the worker saved to ``out``."""
     import torch
@@ -321,7 +321,8 @@ def run_worker(script: str, name: str, seed: int, args, out: Path, extra_path=()
     budget = f" {args.budget:g} s" if args.budget else ""      # a budget in steps (dit_sweep.py) is the worker's
     print(f"[{name} seed {seed}] training{budget} on {args.threads} thread(s) ...", flush=True)
     subprocess.run([sys.executable, script, "--worker", name, "--seeds", str(seed), "--budget", str(args.budget),
-                    "--threads", str(args.threads), "--samples", str(args.samples), "--out", str(out)],
+                    "--threads", str(args.threads), "--samples", str(args.samples), "--out", str(out),
+                    *extra_args],
                    env=env, check=True)
     return torch.load(out, weights_only=False)
 

@@ -11,7 +11,8 @@ training, so that "Run all" after a runtime reset reuses it instead of computing
   :func:`minidiff.config.use_google_drive`). ``<hash>`` is a SHA-256 of the canonical JSON of ``config``: a changed
   config is another entry, built afresh (entries of other configs stay, so switching back reuses them).
 - **When.** Under the same rules as checkpoints: nothing is cached in the ``ci`` profile (unless
-  ``$MINIDIFF_CHECKPOINT_DIR`` names a folder) or with ``MINIDIFF_CHECKPOINT_DIR=off`` (the website build);
+  ``$MINIDIFF_CHECKPOINT_DIR`` names a folder: ``make book`` gives each build its own, emptied at the start, so
+  chapters executed in one build share what they trained) or with ``MINIDIFF_CHECKPOINT_DIR=off``;
   ``build_fn`` then simply runs every time.
 - **What.** The value returned by ``build_fn`` may hold tensors, numbers, strings, ``None`` and lists, tuples and
   dicts of those. It is checked even when caching is off, so a value that could not be stored fails in the ``ci``

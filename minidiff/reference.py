@@ -73,3 +73,29 @@ def mean_ci(values) -> MeanCI:
     if len(v) == 1:
         return MeanCI(v[0], math.nan, 1)
     return MeanCI(statistics.mean(v), t975(len(v) - 1) * statistics.stdev(v) / math.sqrt(len(v)), len(v))
+
+
+def min_detectable_difference(sd: float, n: int, power: float = 0.8, alpha: float = 0.05) -> float:
+    """The smallest true mean difference a two-sided paired t-test at level ``alpha`` on ``n`` pairs detects with
+    probability ``power``, when the paired differences have standard deviation ``sd``: the :math:`\\delta` with
+    :math:`P(|T| > t_{1-\\alpha/2,\\,n-1}) = \\text{power}` for :math:`T` noncentral-t with :math:`n - 1` degrees of
+    freedom and noncentrality :math:`\\delta\\sqrt n / \\text{sd}` (exact, not the normal approximation
+    :math:`(z_{1-\\alpha/2} + z_\\text{power})\\,\\text{sd}/\\sqrt n`, which it approaches for large ``n``)."""
+    from scipy import optimize, stats
+
+    if n < 2:
+        raise ValueError(f"a paired t-test needs n >= 2 pairs, got {n}")
+    if not sd > 0 or not math.isfinite(sd):
+        raise ValueError(f"sd must be a positive number, got {sd}")
+    if not 0 < alpha < 1 or not alpha < power < 1:
+        raise ValueError(f"need 0 < alpha < power < 1, got alpha={alpha}, power={power}")
+    df = n - 1
+    crit = stats.t.ppf(1 - alpha / 2, df)
+
+    def excess(delta):
+        nc = delta * math.sqrt(n) / sd
+        left = stats.nct.cdf(-crit, df, nc)          # the wrong-sign rejections: tiny; scipy may give nan there
+        return stats.nct.sf(crit, df, nc) + (left if math.isfinite(left) else 0.0) - power
+
+    # at the upper end the power is essentially 1 (a noncentrality crit + 10 standard errors beyond the critical value)
+    return float(optimize.brentq(excess, 0.0, (crit + 10) * sd / math.sqrt(n)))

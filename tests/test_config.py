@@ -76,11 +76,13 @@ def test_every_chapter_has_a_runtime_within_its_profile_budget():
     for name in config.PROFILE_NAMES:
         p = config.get_profile(name)
         assert sorted(p.runtime_s) == CHAPTERS, name
-        assert all(0 < s <= p.chapter_budget_s for s in p.runtime_s.values()), name
+        assert all(0 < s <= p.budget_for(c) for c, s in p.runtime_s.items()), name
+        assert set(p.chapter_budgets) <= set(CHAPTERS) and all(b >= p.chapter_budget_s for b in p.chapter_budgets.values())
         assert p.runtime_estimates <= set(CHAPTERS), name
     ci, cpu, gpu = (config.get_profile(n) for n in ("ci", "cpu", "gpu"))
     assert all(ci.runtime_s[c] <= cpu.runtime_s[c] for c in CHAPTERS)     # ci is the quick version of cpu
     assert ci.chapter_budget_s == 60 and cpu.chapter_budget_s == 600 and gpu.chapter_budget_s == 1200
+    assert ci.budget_for("11_ssl_meets_diffusion") == 60 and cpu.budget_for("11_ssl_meets_diffusion") == 900
 
 
 @pytest.mark.parametrize("seconds,unit,amount", [(45, "s", 45), (59, "s", 59), (60, "min", 1), (270, "min", 4.5),

@@ -400,3 +400,54 @@ def test_chapter09_quotes_the_dit_sweep():
     assert "one time in 64" in flat and all(                 # first of four in every seed: (1/4)^3
         min(rec["conditionings"], key=lambda c: {r["seed"]: r for r in rows(c)}[s]["fid"]) == "adaln-zero"
         for s in (0, 1, 2))
+
+
+def _ssl_sweep_rows():
+    """Chapter 11's table rows, from the shipped sweep: per recipe, seeds, median training seconds, and at equal steps
+    and at equal time the FID mean ± CI, the paired difference to the baseline and the median steps."""
+    import statistics
+
+    from minidiff.recipes import SSL_RECIPES
+    from minidiff.reference import load, mean_ci
+
+    ref = load("ssl_sweep")
+    runs = ref["runs"]
+    base = {r["seed"]: r for r in runs if r["recipe"] == "baseline"}
+    rows = {}
+    for name in ref["recipe"]["recipes"]:
+        rs = [r for r in runs if r["recipe"] == name]
+        assert len(rs) >= 3, f"{name}: the chapter's claims need 3 seeds"
+        cells = [SSL_RECIPES[name], str(len(rs)),
+                 f"{statistics.median(r['train_seconds'] + r['extra_seconds'] for r in rs):.0f}"]
+        for key in ("final", "equal_time"):
+            paired = mean_ci([r[key]["fid"] - base[r["seed"]]["final"]["fid"] for r in rs])
+            cells += [f"{statistics.median(r[key].get('step', r['steps']) for r in rs):,.0f}",
+                      str(mean_ci([r[key]["fid"] for r in rs])),
+                      "–" if name == "baseline" else format(paired, "+.1f")]
+        rows[name] = "| " + " | ".join(cells) + " |"
+    return ref, rows
+
+
+def test_chapter11_quotes_the_ssl_sweep():
+    """Chapter 11's table of the reference sweep (minidiff/assets/reference/ssl_sweep.json) carries the file's
+    numbers, whole rows, for every recipe, and its power statement the file's minimal detectable differences."""
+    from minidiff.reference import min_detectable_difference
+
+    src = "".join("".join(c["source"]) for c in json.loads(
+        (ROOT / "chapters" / "11_ssl_meets_diffusion.ipynb").read_text())["cells"] if c["cell_type"] == "markdown")
+    ref, rows = _ssl_sweep_rows()
+    for name, row in rows.items():
+        assert row in src, f"chapter 11's table lacks the row {row}"
+    flat = " ".join(src.split())
+    runs = ref["runs"]
+    base = {r["seed"]: r for r in runs if r["recipe"] == "baseline"}
+    base_fid = sum(r["final"]["fid"] for r in base.values()) / len(base)
+    for key, label in (("final", "equal steps"), ("equal_time", "equal time")):
+        diffs = {}
+        for r in runs:
+            if r["recipe"] != "baseline":
+                diffs.setdefault(r["recipe"], []).append(r[key]["fid"] - base[r["seed"]]["final"]["fid"])
+        resid = [d - sum(v) / len(v) for v in diffs.values() for d in v]
+        sd = (sum(x * x for x in resid) / sum(len(v) - 1 for v in diffs.values())) ** 0.5
+        mdd = min_detectable_difference(sd, len(base))
+        assert f"{label}: {mdd:.1f} FID ({100 * mdd / base_fid:.0f}% of the baseline's {base_fid:.1f})" in flat, label
