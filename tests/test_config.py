@@ -169,6 +169,8 @@ def test_train_config_carries_the_sections_hyper_parameters(name):
         line = p.summary(section)
         assert "\n" not in line and line.startswith(f"{section} ({name}): ") and f"{part.steps} steps" in line
     assert p.ssl.moco_train_config().steps == p.ssl.moco_steps and p.ssl.moco_train_config().lr == p.ssl.lr
+    # chapter 02 compares SimCLR and MoCo at the same budget (its text says so)
+    assert (p.ssl.moco_steps, p.ssl.moco_max_seconds) == (p.ssl.steps, p.ssl.max_seconds), name
     assert p.guidance.ae_settings() == p.dit.ae_settings(), "chapters 09 and 10 share one autoencoder"
     assert p.guidance.text_train_config().max_seconds == p.guidance.text_max_seconds
     assert p.ssl_diffusion.rdm_train_config().steps == p.ssl_diffusion.rdm_steps

@@ -142,7 +142,10 @@ class subVPSDE(VPSDE):
 
 
 class VESDE(SDE):
-    """Variance-exploding SDE (the continuous NCSN): f = 0, g = sigma(t) sqrt(2 log(sigma_max / sigma_min))."""
+    """Variance-exploding SDE (the continuous NCSN): f = 0, g = sigma(t) sqrt(2 log(sigma_max / sigma_min)).
+    ``marginal_prob`` gives std sigma(t), as score_sde does; started from x0 at t = 0 the SDE adds only
+    sigma(t)^2 - sigma_min^2, so sigma(t) treats the data as carrying noise sigma_min already (chapter 07 checks the
+    integral)."""
 
     def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0):
         if not 0 < sigma_min < sigma_max:
