@@ -170,6 +170,8 @@ def main():
     add_sweep_args(ap)
     ap.add_argument("--steps", type=int, help="override the profile's steps (a quick check; writes --results)")
     ap.add_argument("--results", type=Path, default=RESULTS, help=argparse.SUPPRESS)
+    ap.add_argument("--recipe-major", action="store_true",
+                    help="every seed of a recipe before the next (--recipes order), the multi-task pair last")
     ap.add_argument("--parallel", type=int, default=1, help="runs at a time (each with --threads threads)")
     ap.add_argument("--budget", type=float, default=0, help=argparse.SUPPRESS)   # the worker's equal-time budget
     args = ap.parse_args()
@@ -214,7 +216,8 @@ def main():
         r["date"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
         r["alongside"] = alongside              # other runs on the machine when this one started
         r["command"] = (f"python benchmarks/ssl_sweep.py --recipes {name} --seeds {seed} --threads "
-                        f"{args.threads} --samples {args.samples} --parallel {args.parallel}")
+                        f"{args.threads} --samples {args.samples} --parallel {args.parallel}"
+                        + (" --recipe-major" if args.recipe_major else ""))
         with lock:
             record_run(args.results, r, ("recipe", "seed", "threads"), header)
         e = r["equal_time"]
@@ -244,9 +247,15 @@ def main():
                 todo.append(baselines[seed])
             else:
                 baselines[seed] = Done(old)
-        # the costliest recipes first, so that the last run to finish is a short one
-        order = sorted((n for n in args.recipes if n != "baseline"), key=lambda n: not n.startswith("multitask"))
-        todo += [pool.submit(job, name, seed) for seed in args.seeds for name in order]
+        order = [n for n in args.recipes if n != "baseline"]
+        if args.recipe_major:                   # every seed of one recipe before the next, in --recipes order; the
+            cheap = [n for n in order if not n.startswith("multitask")]     # multi-task pair last, seed by seed
+            pairs = [(n, s) for n in cheap for s in args.seeds]
+            pairs += [(n, s) for s in args.seeds for n in order if n.startswith("multitask")]
+            todo += [pool.submit(job, name, seed) for name, seed in pairs]
+        else:                                   # seed-major, the costliest recipes first (the last run is a short one)
+            order.sort(key=lambda n: not n.startswith("multitask"))
+            todo += [pool.submit(job, name, seed) for seed in args.seeds for name in order]
         for f in todo:
             f.result()
     print(table(load_runs(args.results)))
