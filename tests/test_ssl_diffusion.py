@@ -306,6 +306,9 @@ def test_rcg_representations_come_back_on_the_sphere(ssl_parts):
     from minidiff import recipes
 
     run, sched = recipes.train_rdm(ssl_parts, seed=0, progress=False)
+    # trained on standardised features; the statistics travel with the model (and its EMA copy)
+    assert torch.allclose(run.ema.rep_mean, ssl_parts.feats.mean(0)) and torch.allclose(run.ema.rep_std,
+                                                                                        ssl_parts.feats.std(0))
     r = recipes.sample_representations(run.ema.eval(), sched, 16, ssl_parts.encoder.dim,
                                        generator=torch.Generator().manual_seed(0))
     assert r.shape == (16, ssl_parts.encoder.dim)
