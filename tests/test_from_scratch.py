@@ -24,6 +24,7 @@ RECREATES = {
     "09_dit": {"DiTBlock", "scaled_dot_product_attention"},
     "10_latent_and_guidance": {"guided", "classifier_guided"},
     "11_ssl_meets_diffusion": {"loss", "alignment_loss", "REPA"},
+    "12_kernels_and_speed": {"modulate", "sampler_update", "layernorm_modulate"},
 }
 
 
