@@ -283,11 +283,15 @@ def ssl_sweep() -> str:
             continue
         row = [name, len(rs), round(statistics.median(r["train_seconds"] + r["extra_seconds"] for r in rs))]
         for key in ("final", "equal_time"):
-            row += [int(statistics.median(r[key].get("step", r["steps"]) for r in rs)),
-                    str(mean_ci([r[key]["fid"] for r in rs])),
-                    "" if name == "baseline" else format(mean_ci([r[key]["fid"] - base[r["seed"]]["final"]["fid"]
-                                                                  for r in rs if r["seed"] in base]), "+.1f"),
-                    float(statistics.median(r[key]["confidence"] for r in rs))]
+            got = [r for r in rs if key in r]          # a run with disturbed timing has no equal-time reading
+            if not got:
+                row += ["", "", "", ""]
+                continue
+            row += [int(statistics.median(r[key].get("step", r["steps"]) for r in got)),
+                    str(mean_ci([r[key]["fid"] for r in got])),
+                    "" if name == "baseline" else mean_ci([r[key]["fid"] - base[r["seed"]]["final"]["fid"]
+                                                           for r in got if r["seed"] in base]).signed(),
+                    float(statistics.median(r[key]["confidence"] for r in got))]
         rows.append(row)
     out.append(_table(["recipe", "seeds", "training s", "steps", "FID, equal steps", "paired", "confidence",
                        "steps at equal time", "FID, equal time", "paired", "confidence"], rows))

@@ -59,6 +59,11 @@ class MeanCI(NamedTuple):
     def __str__(self) -> str:
         return format(self, ".1f")
 
+    def signed(self, digits: int = 1) -> str:
+        """A difference: the mean with its sign, then the half-width (``-30.6 ± 6.3``; the mean alone for one value)."""
+        mean = f"{self.mean:+.{digits}f}"
+        return f"{mean} ± {self.ci95:.{digits}f}" if self.n > 1 else mean
+
     def __format__(self, spec: str) -> str:
         """``f"{m:.4f}"`` formats the mean and the half-width alike (``str`` is ``".1f"``)."""
         spec = spec or ".1f"
