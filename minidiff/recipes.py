@@ -267,7 +267,7 @@ def shared_simclr(section, x: torch.Tensor, *, seed: int = 0, progress=None):
     ``section.width``), trained on ``x`` (the section's dataset's training images) with ``section``'s budget and
     augmentations (digits or CIFAR by the number of channels). It is kept by :func:`minidiff.cache.cached` under
     ``"shared/simclr"`` keyed by those settings: chapter 02 trains it, chapter 11 (whose frozen encoder it is) loads it
-    when the settings agree, and each chapter still runs alone. ``section`` is a :class:`SSLConfig` (``P.ssl``, or
+    when the settings agree, and each chapter still runs alone. ``section`` is chapter 02's section (``P.ssl``, or
     ``P.ssl_diffusion.encoder_section(P.ssl)``).
 
     Returns ``(model, info)``: the model on ``x``'s device and ``{"seconds", "steps", "history", "loaded"}`` (the
@@ -384,7 +384,8 @@ def train_rdm(parts: SSLParts, *, seed: int = 0, progress=None, ckpt_dir=None):
 def sample_representations(rdm, schedule: NoiseSchedule, n: int, dim: int, *, generator=None) -> torch.Tensor:
     """``n`` representations drawn by ancestral sampling from the representation model, mapped back from standardised
     units (the model's ``rep_mean``/``rep_std`` buffers, if it has them) and put back on the sphere of radius
-    :math:`\\sqrt{F}` where the encoder's pooled features live (:meth:`FrozenEncoder.pooled`)."""
+    :math:`\\sqrt{F}` where the encoder's pooled features live
+    (:meth:`minidiff.ssl_diffusion.FrozenEncoder.pooled`)."""
     import math
 
     from .diffusion import ddpm
