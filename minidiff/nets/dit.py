@@ -16,8 +16,8 @@ initialised to zero, so every gate :math:`\alpha` starts at 0: **each block star
 layer (also zero-initialised) makes the whole network output zero at initialisation. This is what made DiT train
 stably and scale.
 
-Compute: the forward FLOPs are dominated by the blocks, about :math:`N\,(24\,T d^2 + 4\,T^2 d)` for :math:`N` blocks,
-:math:`T` tokens and width :math:`d` (see :func:`dit_flops` for the exact count), so quality follows GFLOPs as depth,
+Compute: the forward FLOPs are dominated by the blocks, about :math:`L\,(24\,N d^2 + 4\,N^2 d)` for :math:`L` blocks,
+:math:`N` tokens and width :math:`d` (see :func:`dit_flops` for the exact count), so quality follows GFLOPs as depth,
 width or the number of tokens (smaller patches) grow.
 """
 
@@ -369,17 +369,17 @@ class DiT(nn.Module):
 
 def dit_flops(cfg: DiTConfig) -> int:
     r"""Forward FLOPs (2 per multiply-add) of the token path of one image: patch embedding, the blocks (QKV and
-    output projections :math:`8Td^2`, attention scores and weighted sum :math:`4T^2d`, MLP :math:`4 r T d^2` with
-    ratio :math:`r`) and the final projection. In-context conditioning runs the blocks on :math:`T+2` tokens;
+    output projections :math:`8Nd^2`, attention scores and weighted sum :math:`4N^2d`, MLP :math:`4 r N d^2` with
+    ratio :math:`r`) and the final projection. In-context conditioning runs the blocks on :math:`N+2` tokens;
     cross-attention adds a query and output projection per token, keys/values of the 2 conditioning tokens, and
-    :math:`2 \cdot 2 \cdot 2Td` for the attention itself. The per-image conditioning MLPs are left out (under 2% for the tiny
+    :math:`2 \cdot 2 \cdot 2Nd` for the attention itself. The per-image conditioning MLPs are left out (under 2% for the tiny
     configs, far less for the large ones)."""
-    T = (cfg.input_size // cfg.patch) ** 2
+    N = (cfg.input_size // cfg.patch) ** 2
     d = cfg.hidden
     pd = cfg.patch * cfg.patch * cfg.in_channels
     hidden = int(d * cfg.mlp_ratio)
-    Tb = T + 2 if cfg.conditioning == "in-context" else T
-    per_block = 2 * Tb * d * 3 * d + 2 * Tb * Tb * d * 2 + 2 * Tb * d * d + 2 * Tb * d * hidden * 2
+    Nb = N + 2 if cfg.conditioning == "in-context" else N
+    per_block = 2 * Nb * d * 3 * d + 2 * Nb * Nb * d * 2 + 2 * Nb * d * d + 2 * Nb * d * hidden * 2
     if cfg.conditioning == "cross-attention":
-        per_block += 2 * T * d * d + 2 * 2 * d * 2 * d + 2 * T * 2 * d * 2 + 2 * T * d * d
-    return 2 * T * pd * d + cfg.depth * per_block + 2 * T * d * pd
+        per_block += 2 * N * d * d + 2 * 2 * d * 2 * d + 2 * N * 2 * d * 2 + 2 * N * d * d
+    return 2 * N * pd * d + cfg.depth * per_block + 2 * N * d * pd
