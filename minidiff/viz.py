@@ -338,3 +338,16 @@ def progress(iterable, desc: str | None = None, **kwargs):
     from ._progress import tqdm
 
     return tqdm(iterable, desc=desc, **kwargs)
+
+
+def glue(name: str, value, display: bool = False):
+    """Hand ``value`` to the book under ``name`` (myst-nb's ``glue``), so that the prose quotes the executed run,
+    e.g. ``{glue:text}`name:.1f```; returns ``value``. Where myst-nb is not installed (Colab, a bare Jupyter) it only
+    returns the value: the number is then printed by the cell itself."""
+    try:
+        from myst_nb import glue as _glue
+    except ImportError:
+        return value
+    _glue(name, value, display=display)
+    return value
+

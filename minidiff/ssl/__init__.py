@@ -5,5 +5,6 @@
 - :mod:`~minidiff.ssl.simclr`: NT-Xent and the SimCLR model (encoder + projection head);
 - :mod:`~minidiff.ssl.moco`: MoCo v2 (momentum encoder, queue of negatives, InfoNCE);
 - :mod:`~minidiff.ssl.vae`: the VAE, the reparameterisation trick and the ELBO;
+- :mod:`~minidiff.ssl.vqvae`: the VQ-VAE (codebook, straight-through estimator, commitment loss, codebook usage);
 - :mod:`~minidiff.ssl.evaluate`: weighted kNN, linear probe and low-label probes of frozen features.
 """
