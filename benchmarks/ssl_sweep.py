@@ -13,7 +13,7 @@ twice: its EMA weights after ``steps`` steps (**equal steps**), and the EMA weig
 steps) whose training time, plus RCG's representation model's, is at most the same seed's baseline's training time
 (**equal time**; the baseline runs first in each seed). The learning rate is constant after warmup, so a snapshot is
 what a run of that length would give. Each reading draws ``--samples`` digits (the profile's sampler; RCG samples its
-representations first) and records the feature FID against the 1,000 held-out digits, the shipped classifier's
+representations first, then the digits with guidance ``rcg_guidance`` on them, :func:`minidiff.recipes.rcg_guided`) and records the feature FID against the 1,000 held-out digits, the shipped classifier's
 confidence and the entropy of its predicted classes (log 10 = 2.30 when every digit is as frequent). Also recorded:
 steps, training seconds, the loss curve, sampling seconds. Runs are appended to
 ``minidiff/assets/reference/ssl_sweep.json`` (a rerun replaces its row; :mod:`minidiff.reference` loads it); chapter 11
@@ -94,7 +94,8 @@ def worker(name: str, seed: int, budget: float, samples: int, steps: int | None 
         model.load_state_dict(state)
         model.eval()
         t0 = time.perf_counter()
-        s = recipes.draw(C, model, parts.schedule, (samples, *z.shape[1:]), model_kwargs=kwargs,
+        sampler = recipes.rcg_guided(model, C, encoder.dim) if name == "rcg" else model
+        s = recipes.draw(C, sampler, parts.schedule, (samples, *z.shape[1:]), model_kwargs=kwargs,
                          generator=torch.Generator().manual_seed(seed + 1), decode=ae.from_latent)
         seconds = time.perf_counter() - t0
         c = metrics.classifier_confidence(s)

@@ -396,6 +396,15 @@ def sample_representations(rdm, schedule: NoiseSchedule, n: int, dim: int, *, ge
     return torch.nn.functional.normalize(r, dim=1) * math.sqrt(dim)
 
 
+def rcg_guided(model, section, dim: int):
+    """RCG's image model as it samples: classifier-free guidance of scale ``section.rcg_guidance`` on the
+    representation (:func:`minidiff.diffusion.guidance.guided`, with the all-zeros vector it was trained to see
+    when the representation is dropped). Call the result as ``fn(x, t, y)`` with ``y`` the representations."""
+    from .diffusion.guidance import guided
+
+    return guided(model, section.rcg_guidance, torch.zeros(dim, device=next(model.parameters()).device))
+
+
 def train_ssl_recipe(name: str, parts: SSLParts, *, seed: int = 0, snapshot_every: int = 50, progress=None,
                      ckpt_dir=None):
     """Train recipe ``name`` for ``section.steps`` steps with the section's recipe (same data order, learning rate,

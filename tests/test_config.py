@@ -82,7 +82,10 @@ def test_every_chapter_has_a_runtime_within_its_profile_budget():
     ci, cpu, gpu = (config.get_profile(n) for n in ("ci", "cpu", "gpu"))
     assert all(ci.runtime_s[c] <= cpu.runtime_s[c] for c in CHAPTERS)     # ci is the quick version of cpu
     assert ci.chapter_budget_s == 60 and cpu.chapter_budget_s == 600 and gpu.chapter_budget_s == 1200
-    assert ci.budget_for("11_ssl_meets_diffusion") == 60 and cpu.budget_for("11_ssl_meets_diffusion") == 900
+    # chapter 11 was meant to fit 15 min in cpu; run alone it measured about 17 (profiles.py says so), so its budget
+    # is 18 min, and no other chapter may exceed the profile's 10
+    assert ci.budget_for("11_ssl_meets_diffusion") == 60 and cpu.budget_for("11_ssl_meets_diffusion") == 1080
+    assert set(cpu.chapter_budgets) == {"11_ssl_meets_diffusion"}
 
 
 @pytest.mark.parametrize("seconds,unit,amount", [(45, "s", 45), (59, "s", 59), (60, "min", 1), (270, "min", 4.5),
@@ -318,3 +321,17 @@ def test_unet_config_refuses_unknown_sampler_prediction_weighting_and_mlp_sizes(
                       (dict(mlp_depth=0), "mlp_depth")):
         with pytest.raises(ValueError, match=word):
             UNetChapterConfig(**bad)
+
+
+def test_the_setup_page_runtime_table_is_the_profiles():
+    """book/setup.md's table of expected runtimes says what each chapter's banner says, in every profile."""
+    from pathlib import Path
+
+    from minidiff.config.runtime import chapter_runtime
+
+    text = (Path(__file__).resolve().parents[1] / "book" / "setup.md").read_text()
+    profiles = [config.get_profile(n) for n in ("ci", "cpu", "gpu")]
+    for chapter in CHAPTERS:
+        cells = [chapter_runtime(chapter, p).replace(f" on {p.runtime_on}", "") for p in profiles]
+        row = f"| {chapter} | " + " | ".join(cells) + " |"
+        assert row in text, f"book/setup.md lacks the row {row}"

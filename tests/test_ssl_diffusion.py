@@ -356,3 +356,29 @@ def test_chapter11_encoder_is_chapter02s_where_the_data_agree():
         SSLDiffusionConfig(live_recipes=("repa",))
     with pytest.raises(ValueError, match="recipes must start with 'baseline'"):
         SSLDiffusionConfig(recipes=("repa", "baseline"))
+
+
+def test_rcg_guidance_by_hand_and_its_settings():
+    """RCG samples with classifier-free guidance on the representation: u + w (c - u), where c sees the
+    representation and u the zero vector it was trained to see when the representation was dropped."""
+    import dataclasses
+
+    from minidiff.config.schema import SSLDiffusionConfig
+    from minidiff.recipes import rcg_guided
+
+    torch.manual_seed(0)
+    net = DiT(dit_config("DiT-Micro", patch=1, input_size=7, in_channels=4, cond_dim=12)).eval()
+    for p in net.parameters():                  # zero-initialised gates would hide the condition
+        p.data.add_(0.02 * torch.randn_like(p))
+    x, t, r = torch.randn(3, 4, 7, 7), torch.tensor([5, 40, 90]), torch.randn(3, 12)
+    sec = dataclasses.replace(SSLDiffusionConfig(), rcg_guidance=1.5)
+    with torch.no_grad():
+        c, u = net(x, t, r), net(x, t, torch.zeros(3, 12))
+        assert not torch.allclose(c, u, atol=1e-4)
+        assert torch.allclose(rcg_guided(net, sec, 12)(x, t, r), u + 1.5 * (c - u), atol=1e-5)
+        plain = dataclasses.replace(sec, rcg_guidance=1.0)
+        assert torch.equal(rcg_guided(net, plain, 12)(x, t, r), c)
+    with pytest.raises(ValueError, match="rcg_guidance"):
+        SSLDiffusionConfig(rcg_guidance=0.5)
+    with pytest.raises(ValueError, match="p_uncond > 0"):
+        SSLDiffusionConfig(rcg_guidance=2.0, p_uncond=0.0)

@@ -294,7 +294,8 @@ class RotationConfig(Trains):
 class VAEConfig(Trains):
     """Sizes for the convolutional VAE (chapter 03)."""
 
-    _SUMMARY = "{dataset} | latent {latent_dim}, width {width}, beta {beta} | {training}"
+    _SUMMARY = ("{dataset} | latent {latent_dim}, width {width}, beta {beta} | {training} | VQ-VAE {vq_codes} codes "
+                "x {vq_dim}, {vq_steps} steps")
 
     dataset: str = "mnist5k"
     latent_dim: int = 16
@@ -307,6 +308,12 @@ class VAEConfig(Trains):
     ema_decay: float | None = None
     beta: float = 1.0
     eval_samples: int = 1     # Monte-Carlo samples per image for the held-out ELBO
+    # the VQ-VAE of the chapter's last section (minidiff.ssl.vqvae): codebook size and code width, steps, and the
+    # commitment weight (0.25 in the paper); batch and lr as above
+    vq_codes: int = 64
+    vq_dim: int = 16
+    vq_steps: int = 1500
+    vq_beta: float = 0.25
 
 
 
@@ -570,7 +577,9 @@ class SSLDiffusionConfig(Trains):
     Samples: ``n_samples`` digits by ``sampler`` with ``sample_steps`` calls.
 
     The frozen encoder is chapter 02's SimCLR encoder (:meth:`encoder_section`), depth ``encoder_depth`` for REPA's
-    spatial targets. RCG's representation diffusion model is an MLP (``rdm_hidden`` x ``rdm_depth``) trained
+    spatial targets. RCG's image model drops its representation with probability ``p_uncond`` and samples with
+    classifier-free guidance of scale ``rcg_guidance`` on it (1: none; as RCG's pixel generator). RCG's representation
+    diffusion model is an MLP (``rdm_hidden`` x ``rdm_depth``) trained
     ``rdm_steps`` on ``rdm_T`` steps; REPA aligns block ``repa_depth`` with weight ``repa_lambda``; the multi-task runs
     share ``mt_depth`` blocks with an SSL weight going from ``mt_weight_start`` to ``mt_weight_end`` (cosine) or fixed
     at ``mt_fixed_weight`` (views of strength ``aug_strength``). ``live_recipes`` are trained by the chapter over the
@@ -602,6 +611,7 @@ class SSLDiffusionConfig(Trains):
     live_recipes: tuple[str, ...] = RECIPES
     encoder_depth: int = 2
     p_uncond: float = 0.1
+    rcg_guidance: float = 1.5
     rdm_hidden: int = 256
     rdm_depth: int = 3
     rdm_T: int = 100
@@ -637,6 +647,9 @@ class SSLDiffusionConfig(Trains):
             raise ValueError(f"SSLDiffusionConfig.seeds must be distinct seeds, at least one, got {self.seeds!r}")
         if not 0 <= self.p_uncond < 1:
             raise ValueError(f"SSLDiffusionConfig.p_uncond must be in [0, 1), got {self.p_uncond!r}")
+        if not self.rcg_guidance >= 1 or (self.rcg_guidance > 1 and self.p_uncond == 0):
+            raise ValueError(f"SSLDiffusionConfig.rcg_guidance must be >= 1 (1: no guidance), and guidance needs "
+                             f"p_uncond > 0; got rcg_guidance={self.rcg_guidance!r}, p_uncond={self.p_uncond!r}")
 
     def train_config(self, **overrides) -> TrainConfig:
         """The DiT's :class:`TrainConfig`, with this section's ``min_lr_ratio`` (1: constant after warmup)."""
