@@ -145,7 +145,7 @@ def unet() -> Figure:
     f.arrow(480, 280, 555, 256)
     f.box(10, 270, 150, 50, "e(t)", fill=GREEN, sub="time embedding, MLP")
     f.text(85, 262, "into every ResBlock (FiLM)", size=11, italic=True)
-    f.text(390, 20, "x_t in (top left), ε̂ out (top right); the skips carry detail the bottleneck cannot hold",
+    f.text(390, 20, "x_t in (top left), the prediction out (top right); the skips carry what the bottleneck cannot",
            size=12, italic=True)
     return f
 
