@@ -76,6 +76,8 @@ def test_bad_input_gets_a_clear_error():
         nearest_code(torch.randn(4, 3), torch.randn(8, 4))
     with pytest.raises(ValueError, match="at least 2 codes"):
         VectorQuantizer(1, 4)
+    with pytest.raises(ValueError, match="non-negative integer"):
+        codebook_stats(torch.tensor([0, -1]), 4)
     with pytest.raises(ValueError, match="more than num_codes"):
         codebook_stats(torch.tensor([0, 9]), 4)
     with pytest.raises(ValueError, match="divisible by 4"):

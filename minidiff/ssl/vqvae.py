@@ -105,6 +105,9 @@ def codebook_stats(indices: torch.Tensor, num_codes: int) -> dict:
     over all positions of ``indices``."""
     if indices.numel() == 0:
         raise ValueError("indices is empty")
+    if indices.dtype.is_floating_point or int(indices.min()) < 0:
+        raise ValueError(f"indices must be non-negative integer code numbers, got {indices.dtype} with minimum "
+                         f"{indices.min().item()}")
     counts = torch.bincount(indices.flatten().long(), minlength=num_codes).double()
     if counts.numel() > num_codes:
         raise ValueError(f"indices go up to {counts.numel() - 1}, more than num_codes={num_codes}")
