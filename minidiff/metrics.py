@@ -194,6 +194,39 @@ def fid(x_a, x_b, batch_size: int = 500) -> float:
     return frechet_distance(*stats)
 
 
+def fid_interval_from_features(f: torch.Tensor, ref_mean: torch.Tensor, ref_cov: torch.Tensor, n_boot: int = 200,
+                                level: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
+    """FID of the feature set ``f`` (N, d) against the Gaussian ``(ref_mean, ref_cov)``, with a percentile bootstrap
+    interval: ``(fid, low, high)``. The generated set is resampled with replacement ``n_boot`` times (the reference
+    is held fixed: it is the same for every model compared) and the percentiles are moved by the bootstrap's own
+    bias (mean of the resampled FIDs minus the FID: repeated rows shrink the covariance), so the interval shows how much the FID of *this many
+    samples* moves with the draw; it does not include the run-to-run spread of training (seeds do)."""
+    check_tensor(f, "f", ndim=2, floating=True)
+    if f.shape[0] < 2:
+        raise ValueError(f"f needs at least 2 rows to estimate a covariance, got {f.shape[0]}")
+    if not 0 < level < 1 or n_boot < 2:
+        raise ValueError(f"need 0 < level < 1 and n_boot >= 2, got level={level!r}, n_boot={n_boot!r}")
+    f = f.double()
+    g = torch.Generator().manual_seed(seed)
+    n = f.shape[0]
+    boot = torch.tensor([frechet_distance(*_stats(f[torch.randint(n, (n,), generator=g)]), ref_mean, ref_cov)
+                         for _ in range(n_boot)], dtype=torch.float64)
+    point = frechet_distance(*_stats(f), ref_mean, ref_cov)
+    lo, hi = torch.quantile(boot, torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64)).tolist()
+    shift = float(boot.mean()) - point           # a resample repeats rows, which adds its own upward bias to FID
+    return point, max(lo - shift, 0.0), hi - shift
+
+
+def fid_interval(x: torch.Tensor, reference: "Reference", n_boot: int = 200, level: float = 0.95,
+                 seed: int = 0) -> tuple[float, float, float]:
+    """Feature FID of the images ``x`` against ``reference`` (a :class:`Reference`) with a ``level`` percentile
+    bootstrap interval over the samples: ``(fid, low, high)`` (:func:`fid_interval_from_features`). Two samplers or
+    models whose intervals overlap are not ranked by one draw."""
+    if not isinstance(reference, Reference):
+        raise TypeError(f"reference must be a metrics.Reference, got {type(reference).__name__}")
+    return fid_interval_from_features(_features_of(x, "x"), reference.mean, reference.cov, n_boot, level, seed)
+
+
 def kid_from_features(f_a: torch.Tensor, f_b: torch.Tensor, subsets: int = 50, subset_size: int = 200,
                       seed: int = 0) -> tuple[float, float]:
     """Unbiased KID (cubic polynomial kernel), mean and std over ``subsets`` random subsets."""

@@ -348,6 +348,19 @@ def glue(name: str, value, display: bool = False):
         from myst_nb import glue as _glue
     except ImportError:
         return value
-    _glue(name, value, display=display)
+    _glue(name, _Text(value) if isinstance(value, str) else value, display=display)
     return value
+
+
+class _Text:
+    """A glued sentence: its plain-text form is the text itself (a ``str`` would be quoted, as its repr)."""
+
+    def __init__(self, text: str):
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+    def _repr_pretty_(self, p, cycle):
+        p.text(self.text)
 

@@ -167,3 +167,40 @@ def test_reference_holds_the_statistics_and_gives_the_old_numbers(mnist, monkeyp
     assert metrics.fid(x, ref2) == value
     with pytest.raises(ValueError, match="at least 2"):
         metrics.Reference(te.x[:1])
+
+
+def test_fid_interval_covers_the_true_distance_of_gaussians():
+    """Gaussian 'features' N(delta, I) against the exact reference N(0, I): the true FID is |delta|^2 (no covariance
+    term). The bias-corrected bootstrap interval of a 2,000-sample draw covers it in most draws, its point is the plain
+    FID, and it narrows as the sample grows (about 1/sqrt(n))."""
+    d = 4
+    delta = torch.tensor([1.0, 0.5, 0.0, 0.0], dtype=torch.float64)
+    true = float(delta.pow(2).sum())
+    mean, cov = torch.zeros(d, dtype=torch.float64), torch.eye(d, dtype=torch.float64)
+    covered, widths = 0, {}
+    for seed in range(20):
+        f = torch.randn(2000, d, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) + delta
+        point, lo, hi = metrics.fid_interval_from_features(f, mean, cov, n_boot=200, seed=seed)
+        assert point == pytest.approx(metrics.frechet_distance(f.mean(0), torch.cov(f.T), mean, cov))
+        assert lo <= point <= hi
+        covered += lo <= true <= hi
+    assert covered >= 15, f"a 95% interval covered the true FID in only {covered} of 20 draws"
+    for n in (250, 4000):
+        f = torch.randn(n, d, generator=torch.Generator().manual_seed(99), dtype=torch.float64) + delta
+        _, lo, hi = metrics.fid_interval_from_features(f, mean, cov, n_boot=200)
+        widths[n] = hi - lo
+    assert 2.5 < widths[250] / widths[4000] < 6.5      # sqrt(16) = 4
+
+
+def test_fid_interval_on_images_and_its_errors():
+    ref = metrics.Reference(torch.rand(300, 1, 28, 28) * 2 - 1)
+    x = torch.rand(200, 1, 28, 28) * 2 - 1
+    point, lo, hi = metrics.fid_interval(x, ref, n_boot=50)
+    assert point == pytest.approx(metrics.fid(x, ref)) and lo <= point <= hi
+    assert metrics.fid_interval(x, ref, n_boot=50) == (point, lo, hi)          # seeded
+    with pytest.raises(TypeError, match="metrics.Reference"):
+        metrics.fid_interval(x, x)
+    with pytest.raises(ValueError, match="level"):
+        metrics.fid_interval(x, ref, level=1.5)
+    with pytest.raises(ValueError, match="at least 2 rows"):
+        metrics.fid_interval_from_features(torch.zeros(1, 4), torch.zeros(4), torch.eye(4))

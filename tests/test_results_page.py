@@ -78,6 +78,21 @@ def test_chapter05_prose_claims_hold_for_the_json():
         assert fid[budget]["dpmpp2m_sde50"] <= 1.1 * fid[budget]["ancestral_1000"], budget
     assert fid[300]["ddim50"] > 1.1 * fid[300]["ancestral_1000"] and fid[1200]["ddim50"] <= 1.1 * fid[1200]["ancestral_1000"]
     assert fid[1200]["ddim50"] < fid[1200]["ddim50_eta1"]
+    src = "".join("".join(c["source"]) for c in json.loads((ROOT / "chapters" / "05_sampling.ipynb").read_text())["cells"]
+                  if c["cell_type"] == "markdown")
+    assert (f"gives at 50 steps FID {fid[1200]['ddim50']:.1f} at $\\eta = 0$ and {fid[1200]['ddim50_eta1']:.1f} "
+            f"at $\\eta = 1$") in " ".join(src.split())
+
+
+def test_chapter08_quotes_the_recipe_study_on_the_prediction_target():
+    """Chapter 08's aside on x0- against eps-prediction quotes seed 0 of benchmarks/results/unet_recipe.json."""
+    src = " ".join("".join("".join(c["source"]) for c in json.loads((ROOT / "chapters" / "08_unet.ipynb")
+                                                                  .read_text())["cells"]
+                           if c["cell_type"] == "markdown").split())
+    runs = json.loads((ROOT / "benchmarks" / "results" / "unet_recipe.json").read_text())["runs"]
+    fid = {r["recipe"]: r["fid"]["dpmpp2m_sde50"] for r in runs if r["seed"] == 0 and r["budget_s"] == 300}
+    assert (f"measured FID {fid['x0_min_snr']:.1f} for $x_0$ after 300 s, one seed, against "
+            f"{fid['min_snr']:.1f} for $\\epsilon$") in src
 
 
 def test_gpu_check_section(render_results, tmp_path, monkeypatch):

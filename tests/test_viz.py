@@ -80,3 +80,21 @@ def test_project_2d_leaves_the_global_rng_alone(method):
     assert xy.shape == (40, 2)
     torch.manual_seed(123)                                       # the projection still depends only on its seed
     assert (viz.project_2d(feats, method=method, seed=3) == xy).all()
+
+
+def test_glue_hands_values_to_myst_nb_and_sentences_without_quotes(monkeypatch):
+    """viz.glue forwards to myst-nb's glue (numbers as they are, a sentence as text whose plain-text form has no
+    quotes: a glued str would show its repr), returns the value, and is a no-op where myst-nb is absent (Colab)."""
+    import sys
+    import types
+
+    from IPython.lib.pretty import pretty
+
+    seen = {}
+    monkeypatch.setitem(sys.modules, "myst_nb", types.SimpleNamespace(
+        glue=lambda name, value, display=False: seen.__setitem__(name, value)))
+    assert viz.glue("fid", 12.5) == 12.5 and seen["fid"] == 12.5
+    assert viz.glue("verdict", "η = 1 is ahead") == "η = 1 is ahead"
+    assert pretty(seen["verdict"]) == "η = 1 is ahead" and repr(seen["verdict"]) == "η = 1 is ahead"
+    monkeypatch.setitem(sys.modules, "myst_nb", None)          # import fails: nothing to hand over
+    assert viz.glue("x", 3) == 3
