@@ -32,6 +32,10 @@ $(STAMP): pyproject.toml
 book: setup
 	@mkdir -p _build
 	@if [ "$$(cat _build/.profile 2>/dev/null)" != "$(PROFILE)" ]; then rm -rf _build/.jupyter_cache; echo "$(PROFILE)" > _build/.profile; fi
+	@# the execution cache keys on a notebook's cells only: when the package's code changes, every page is executed
+	@# again, so no page shows results of older code (scripts/package_hash.py: a hash of minidiff/'s source files)
+	@h=$$($(PY) scripts/package_hash.py); if [ "$$(cat _build/.package-hash 2>/dev/null)" != "$$h" ]; then \
+		rm -rf _build/.jupyter_cache; echo "$$h" > _build/.package-hash; echo ">> minidiff changed since the last build: every chapter runs again"; fi
 	@echo ">> building the book with profile '$(PROFILE)' (make book PROFILE=ci for a quick build)"
 	@# one artifact cache per build (minidiff.cache): chapters executed in this build share what they trained (chapter
 	@# 02's encoder in chapter 11, chapter 10's autoencoder in 09 and 11); it starts empty, so no page shows the results

@@ -259,7 +259,7 @@ def dit_sweep() -> str:
 def ssl_sweep() -> str:
     """Chapter 11's reference sweep (``benchmarks/ssl_sweep.py``), shipped in ``minidiff/assets/reference``."""
     out = ["## Self-supervised representations in diffusion training, equal steps and equal time (chapter 11)\n\n",
-           "Unconditional latent DiTs (the `cpu` profile's `ssl_diffusion` section; `benchmarks/ssl_sweep.py`) trained "
+           "Unconditional latent denoisers (the `cpu` profile's `ssl_diffusion` section; `benchmarks/ssl_sweep.py`) trained "
            "by six recipes: the baseline, RCG (conditioned on chapter 02's frozen SimCLR representation, generated at "
            "sampling time by a small representation diffusion model), REPA, multi-task SimCLR with a dynamic and with "
            "a fixed weight, and the frozen encoder's features of the noisy input. Each run is read after all its steps "
@@ -295,8 +295,20 @@ def ssl_sweep() -> str:
         rows.append(row)
     out.append(_table(["recipe", "seeds", "training s", "steps", "FID, equal steps", "paired", "confidence",
                        "steps at equal time", "FID, equal time", "paired", "confidence"], rows))
-    out.append(f"\nTwo runs at a time on the 2 cores, one thread each; {d['recipe']['steps']:,} steps; "
-               f"{', '.join(sorted({str(r['samples']) for r in d['runs']}))} digits a reading.\n")
+    backbone = d["recipe"].get("backbone", "dit")
+    net = (f"latent U-Net of {d['recipe']['unet_channels']} channels" if backbone == "unet"
+           else f"latent {d['recipe']['dit']}/{d['recipe']['patch']}")
+    out.append(f"\nBackbone: the {net}. Two runs at a time on the 2 cores, one thread each; {d['recipe']['steps']:,} "
+               f"steps; {', '.join(sorted({str(r['samples']) for r in d['runs']}))} digits a reading.\n")
+    old = HERE.parent / "minidiff" / "assets" / "reference" / "ssl_sweep_dit.json"
+    if backbone != "dit" and old.exists():              # the first backbone's sweep, kept for the comparison
+        o = json.loads(old.read_text())
+        b = [r for r in o["runs"] if r["recipe"] == "baseline"]
+        out.append(f"\nThe same sweep on the first backbone, the latent {o['recipe']['dit']}/{o['recipe']['patch']} "
+                   f"(`minidiff/assets/reference/ssl_sweep_dit.json`): its baseline took "
+                   f"{statistics.median(r['train_seconds'] for r in b):.0f} s for {o['recipe']['steps']:,} steps and "
+                   f"reached FID {mean_ci([r['final']['fid'] for r in b])}, confidence "
+                   f"{statistics.median(r['final']['confidence'] for r in b):.2f}.\n")
     out.append(_reference_footer(d, "ssl_sweep", "Seed 0's digits after all steps"))
     return "".join(out)
 

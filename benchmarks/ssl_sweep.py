@@ -14,7 +14,8 @@ steps) whose training time, plus RCG's representation model's, is at most the sa
 (**equal time**; the baseline runs first in each seed). The learning rate is constant after warmup, so a snapshot is
 what a run of that length would give. Each reading draws ``--samples`` digits (the profile's sampler; RCG samples its
 representations first, then the digits with guidance ``rcg_guidance`` on them, :func:`minidiff.recipes.rcg_guided`) and records the feature FID against the 1,000 held-out digits, the shipped classifier's
-confidence and the entropy of its predicted classes (log 10 = 2.30 when every digit is as frequent). Also recorded:
+confidence and the entropy of its predicted classes (log 10 = 2.30 when every digit is as frequent); RCG's final
+weights are also read without guidance (``final["unguided"]``). Also recorded:
 steps, training seconds, the loss curve, sampling seconds. Runs are appended to
 ``minidiff/assets/reference/ssl_sweep.json`` (a rerun replaces its row; :mod:`minidiff.reference` loads it); chapter 11
 plots that file and ``tests/test_results_page.py`` checks the chapter's sentences against it. Run it with nothing else
@@ -103,6 +104,13 @@ def worker(name: str, seed: int, budget: float, samples: int, steps: int | None 
                 "sample_seconds": seconds}, s
 
     final, grid = read(res["snapshots"][-1][2])
+    if name == "rcg" and C.rcg_guidance != 1:   # the same weights without guidance, for the record
+        model.eval()
+        s = recipes.draw(C, model, parts.schedule, (samples, *z.shape[1:]), model_kwargs=kwargs,
+                         generator=torch.Generator().manual_seed(seed + 1), decode=ae.from_latent)
+        c = metrics.classifier_confidence(s)
+        final["unguided"] = {"fid": metrics.fid(s, reference), "confidence": c["mean_max_prob"],
+                             "entropy": c["class_entropy"]}
     out = {"recipe": name, "seed": seed, "threads": torch.get_num_threads(),
            "params": sum(p.numel() for p in model.parameters() if p.requires_grad),   # the frozen encoder not
            "steps": run.step, "train_seconds": run.seconds, "extra_seconds": extra, "final": final}

@@ -29,9 +29,30 @@ def widgets_enabled() -> bool:
 def tqdm(*args, **kwargs):
     if widgets_enabled():
         from tqdm.auto import tqdm as _tqdm
+    elif "ipykernel" in sys.modules:         # an executed notebook without a frontend: one final line
+        return _final_line_tqdm()(*args, **kwargs)
     else:
         from tqdm.std import tqdm as _tqdm
-
-        if "ipykernel" in sys.modules:
-            kwargs.setdefault("mininterval", float("inf"))
     return _tqdm(*args, **kwargs)
+
+
+def _final_line_tqdm():
+    """A text bar that writes nothing until it closes and then one line, its final state: in a notebook executed
+    without a frontend every refresh would stay in the output (a "0%" line, a "100%" line and carriage returns,
+    shown as separate boxes on the website)."""
+    from tqdm.std import tqdm as _tqdm
+
+    class FinalLine(_tqdm):
+        def __init__(self, *args, **kwargs):
+            kwargs["delay"] = float("inf")          # never drawn while running
+            kwargs.setdefault("mininterval", float("inf"))
+            super().__init__(*args, **kwargs)
+
+        def close(self):
+            if not self.disable and self.leave and not getattr(self, "_final_written", False):
+                self._final_written = True
+                self.fp.write(str(self) + "\n")
+                self.fp.flush()
+            super().close()
+
+    return FinalLine

@@ -324,37 +324,43 @@ class SSLParts:
         with torch.no_grad():
             self.feats = torch.cat([encoder.pooled(x[i:i + 500]) for i in range(0, len(x), 500)])
 
-    def dit(self, **kw):
-        from .nets import DiT, dit_config
+    def net(self, cond_dim: int | None = None):
+        """A fresh denoiser of the section's ``backbone`` on the latents: the DiT ``section.dit`` / ``section.patch``
+        or a one-level U-Net of ``section.unet_channels`` channels (no attention; the 7 x 7 latents are not
+        downsampled), conditioned on vectors of size ``cond_dim`` when given."""
+        from .nets import DiT, UNet, dit_config
 
         s = self.section
+        if s.backbone == "unet":
+            return UNet(int(self.z.shape[1]), s.unet_channels, (1,), attention=False, patch=1,
+                        cond_dim=cond_dim).to(self.z.device)
         return DiT(dit_config(s.dit, patch=s.patch, input_size=int(self.z.shape[-1]),
-                              in_channels=int(self.z.shape[1]), **kw)).to(self.z.device)
+                              in_channels=int(self.z.shape[1]), cond_dim=cond_dim)).to(self.z.device)
 
 
 def ssl_model(name: str, parts: SSLParts):
-    """The network recipe ``name`` trains (seeded by the caller): a plain DiT (baseline), a DiT conditioned on
-    representation vectors (RCG), :class:`~minidiff.ssl_diffusion.REPA`,
-    :class:`~minidiff.ssl_diffusion.MultiTaskDiT` with the dynamic (cosine) or fixed weight, or
-    :class:`~minidiff.ssl_diffusion.FeatureInputDiT` (features of the decoded noisy input)."""
+    """The network recipe ``name`` trains (seeded by the caller), on the section's backbone (:meth:`SSLParts.net`):
+    the plain denoiser (baseline), one conditioned on representation vectors (RCG),
+    :class:`~minidiff.ssl_diffusion.REPA`, :class:`~minidiff.ssl_diffusion.MultiTask` with the dynamic (cosine) or
+    fixed weight, or :class:`~minidiff.ssl_diffusion.FeatureInput` (features of the decoded noisy input)."""
     from .ssl.augment import digits_augment
-    from .ssl_diffusion import REPA, FeatureInputDiT, LossWeightSchedule, MultiTaskDiT
+    from .ssl_diffusion import REPA, FeatureInput, LossWeightSchedule, MultiTask
 
     s, enc = parts.section, parts.encoder
     if name not in SSL_RECIPES:
         raise ValueError(f"unknown chapter-11 recipe {name!r}; expected one of {tuple(SSL_RECIPES)}")
     if name == "baseline":
-        return parts.dit()
+        return parts.net()
     if name == "rcg":
-        return parts.dit(cond_dim=enc.dim)
+        return parts.net(cond_dim=enc.dim)
     if name == "repa":
-        return REPA(parts.dit(), enc, depth=s.repa_depth, lam=s.repa_lambda).to(parts.z.device)
+        return REPA(parts.net(), enc, depth=s.repa_depth, lam=s.repa_lambda).to(parts.z.device)
     if name == "noisy-features":
-        return FeatureInputDiT(parts.dit(cond_dim=enc.dim), enc, decode=parts.ae.from_latent)
+        return FeatureInput(parts.net(cond_dim=enc.dim), enc, decode=parts.ae.from_latent)
     weight = LossWeightSchedule(s.mt_weight_start, s.mt_weight_end, steps=s.steps, kind="cosine") \
         if name == "multitask-dynamic" else LossWeightSchedule(s.mt_fixed_weight, kind="constant")
-    return MultiTaskDiT(parts.dit(), depth=s.mt_depth, weight=weight,
-                        augment=digits_augment(s.aug_strength)).to(parts.z.device)
+    return MultiTask(parts.net(), depth=s.mt_depth, weight=weight,
+                     augment=digits_augment(s.aug_strength)).to(parts.z.device)
 
 
 def train_rdm(parts: SSLParts, *, seed: int = 0, progress=None, ckpt_dir=None):

@@ -7,8 +7,8 @@ labels (chapter 02) help a diffusion model.
    representations samples :math:`r` first, then the image model samples :math:`x \mid r`:
    :math:`p(x) = \int p(x \mid r)\, p(r)\, dr`. (Code: ``DiTConfig(cond_dim=...)``, :meth:`FrozenEncoder.pooled`,
    :func:`minidiff.recipes.train_ddpm`, a :class:`minidiff.nets.TimeMLP` over representations.)
-2. **Representation alignment** (Yu et al. 2024, "REPA", sec. 3.3). A projection :math:`h_\phi` of the DiT's hidden
-   tokens after block :math:`k` is pulled towards the frozen encoder's features :math:`y^*_n` of the *clean* image at
+2. **Representation alignment** (Yu et al. 2024, "REPA", sec. 3.3). A projection :math:`h_\phi` of the denoiser's hidden
+   tokens after block :math:`k` (a DiT block or a U-Net ResBlock) is pulled towards the frozen encoder's features :math:`y^*_n` of the *clean* image at
    the same positions:
 
    .. math:: \mathcal L = \mathcal L_\text{simple} + \lambda\,\mathcal L_\text{align},\qquad
@@ -16,12 +16,12 @@ labels (chapter 02) help a diffusion model.
              h_\phi(h^{(k)}_{t,n})\big)\Big],
 
    with :math:`\mathrm{sim}` the cosine similarity (:func:`alignment_loss`, :class:`REPA`).
-3. **Multi-task training**: the DiT's patch embedding and first :math:`k` blocks double as the encoder of a SimCLR
+3. **Multi-task training**: the denoiser's first :math:`k` blocks double as the encoder of a SimCLR
    loss on two augmented views of the clean image, and the two losses are added with a weight that changes over
-   training, :math:`\mathcal L = \mathcal L_\text{simple} + w(s)\,\mathcal L_\text{NT-Xent}` (:class:`MultiTaskDiT`,
+   training, :math:`\mathcal L = \mathcal L_\text{simple} + w(s)\,\mathcal L_\text{NT-Xent}` (:class:`MultiTask`,
    :class:`LossWeightSchedule`).
 4. **SSL features of the noisy input** (the source article's simplest variant): the frozen encoder reads the
-   denoiser's own input :math:`x_t` and its features join the time embedding (:class:`FeatureInputDiT`).
+   denoiser's own input :math:`x_t` and its features join the time embedding (:class:`FeatureInput`).
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ from torch import nn
 from ._checks import check_images, check_tensor
 from .diffusion.ddpm import loss_weight, q_sample, target_for
 from .diffusion.schedules import NoiseSchedule
-from .nets.dit import DiT, patchify
 from .ssl.simclr import nt_xent
 
 
@@ -139,89 +138,104 @@ def _noisy(schedule: NoiseSchedule, x0: torch.Tensor, prediction: str):
 
 
 class REPA(nn.Module):
-    """A DiT trained with representation alignment. ``forward`` is the DiT's (samplers see a plain denoiser);
-    :meth:`loss` is :math:`\\mathcal L_\\text{simple} + \\lambda \\mathcal L_\\text{align}` with the hidden tokens after
-    block ``depth`` projected onto the frozen encoder's features of the clean image. The components of the last call
-    are in ``last`` (for plots)."""
+    r"""A denoiser (a :class:`~minidiff.nets.DiT` or :class:`~minidiff.nets.UNet`) trained with representation
+    alignment. ``forward`` is the network's (samplers see a plain denoiser); :meth:`loss` is
+    :math:`\mathcal L_\text{simple} + \lambda \mathcal L_\text{align}` with the hidden tokens after block ``depth``
+    (``net(..., return_hidden=depth)``: a DiT block, or a ResBlock of the U-Net's down path and middle) projected onto
+    the frozen encoder's features of the clean image, pooled to the same grid. The components of the last call are
+    in ``last`` (for plots)."""
 
-    def __init__(self, dit: DiT, encoder: FrozenEncoder, depth: int, lam: float = 0.5, proj_hidden: int | None = None):
+    def __init__(self, net: nn.Module, encoder: FrozenEncoder, depth: int, lam: float = 0.5,
+                 proj_hidden: int | None = None):
         super().__init__()
         if not isinstance(encoder, FrozenEncoder):
             raise TypeError(f"encoder must be a FrozenEncoder, got {type(encoder).__name__}")
-        if not 1 <= depth <= dit.cfg.depth:
-            raise ValueError(f"alignment depth must be a block index in 1..{dit.cfg.depth}, got {depth}")
+        _check_backbone(net)
+        if not 1 <= depth <= net.hidden_blocks:
+            raise ValueError(f"alignment depth must be a block index in 1..{net.hidden_blocks}, got {depth}")
         if lam < 0:
             raise ValueError(f"lam must be >= 0, got {lam}")
-        self.dit, self.encoder, self.depth, self.lam = dit, encoder, depth, lam
-        self.proj = projector(dit.cfg.hidden, encoder.dim, proj_hidden)
+        self.net, self.encoder, self.depth, self.lam = net, encoder, depth, lam
+        self.proj = projector(net.hidden_dim(depth), encoder.dim, proj_hidden)
         self.last: dict = {}
 
     def forward(self, x, t, y=None):
-        return self.dit(x, t, y)
+        return self.net(x, t, y)
 
     def loss(self, x0: torch.Tensor, schedule: NoiseSchedule, y: torch.Tensor | None = None,
              prediction: str = "eps", images: torch.Tensor | None = None, weighting: str = "none",
              snr_gamma: float = 5.0) -> torch.Tensor:
-        """The loss of one batch ``x0`` (what the DiT diffuses). ``images`` are what the encoder sees, one per row
-        of ``x0``: the pixel images of latents ``x0`` in latent diffusion (default ``x0`` itself, pixel diffusion).
-        ``weighting``/``snr_gamma`` weight the diffusion term over noise levels as
+        """The loss of one batch ``x0`` (what the network diffuses). ``images`` are what the encoder sees, one per
+        row of ``x0``: the pixel images of latents ``x0`` in latent diffusion (default ``x0`` itself, pixel
+        diffusion). ``weighting``/``snr_gamma`` weight the diffusion term over noise levels as
         :func:`minidiff.diffusion.ddpm.loss_weight` (e.g. ``"min_snr"``)."""
         images = x0 if images is None else images
         if images.shape[0] != x0.shape[0]:
             raise ValueError(f"images must have one row per row of x0 ({x0.shape[0]}), got {images.shape[0]}")
         x_t, t, target = _noisy(schedule, x0, prediction)
-        out, hidden = self.dit(x_t, t, y, return_hidden=self.depth)
+        out, hidden = self.net(x_t, t, y, return_hidden=self.depth)
         per_sample = (out.float() - target.float()).pow(2).flatten(1).mean(1)
         diffusion = (loss_weight(schedule, t, prediction, weighting, snr_gamma) * per_sample).mean()
-        align = alignment_loss(hidden.float(), self.encoder.spatial(images, self.dit.grid), self.proj)
+        align = alignment_loss(hidden.float(), self.encoder.spatial(images, token_grid(hidden)), self.proj)
         self.last = {"diffusion": float(diffusion.detach()), "align": float(align.detach())}
         return diffusion + self.lam * align
 
 
-class MultiTaskDiT(nn.Module):
-    """A DiT whose patch embedding and first ``depth`` blocks also learn a SimCLR objective. The SSL features of an
-    image are its tokens after block ``depth`` at :math:`t = 0` (no noise), averaged over tokens; a projection head
-    maps them to the NT-Xent space. :meth:`loss` adds :math:`w(s)\\,\\mathcal L_\\text{NT-Xent}` of two views made by
-    ``augment`` to the diffusion loss, with :math:`s` the number of calls so far (a buffer, so it is checkpointed)."""
+def token_grid(tokens: torch.Tensor) -> int:
+    """The side g of the square grid that the N = g*g tokens of ``tokens`` (B, N, d) come from (row-major)."""
+    g = math.isqrt(tokens.shape[1])
+    if g * g != tokens.shape[1]:
+        raise ValueError(f"hidden tokens must come from a square grid, got N = {tokens.shape[1]}")
+    return g
 
-    def __init__(self, dit: DiT, depth: int, weight: LossWeightSchedule, augment, proj_dim: int = 64,
+
+def _check_backbone(net):
+    if not all(hasattr(net, a) for a in ("hidden_blocks", "hidden_dim", "features")):
+        raise TypeError(f"the denoiser must expose its hidden states (hidden_blocks, hidden_dim, features, "
+                        f"return_hidden), as minidiff.nets.DiT and UNet do; got {type(net).__name__}")
+
+
+class MultiTask(nn.Module):
+    r"""A denoiser (DiT or U-Net) whose first ``depth`` blocks also learn a SimCLR objective. The SSL features of an
+    image are its hidden tokens after block ``depth`` at :math:`t = 0` (no noise), averaged over tokens
+    (``net.features``); a projection head maps them to the NT-Xent space. :meth:`loss` adds
+    :math:`w(s)\,\mathcal L_\text{NT-Xent}` of two views made by ``augment`` to the diffusion loss, with :math:`s` the
+    number of calls so far (a buffer, so it is checkpointed)."""
+
+    def __init__(self, net: nn.Module, depth: int, weight: LossWeightSchedule, augment, proj_dim: int = 64,
                  temperature: float = 0.5):
         super().__init__()
-        if not 1 <= depth <= dit.cfg.depth:
-            raise ValueError(f"shared depth must be a block index in 1..{dit.cfg.depth}, got {depth}")
+        _check_backbone(net)
+        if not 1 <= depth <= net.hidden_blocks:
+            raise ValueError(f"shared depth must be a block index in 1..{net.hidden_blocks}, got {depth}")
         if not isinstance(weight, LossWeightSchedule):
             raise TypeError(f"weight must be a LossWeightSchedule, got {type(weight).__name__}")
-        self.dit, self.depth, self.weight, self.augment, self.temperature = dit, depth, weight, augment, temperature
-        d = dit.cfg.hidden
+        self.net, self.depth, self.weight, self.augment, self.temperature = net, depth, weight, augment, temperature
+        d = net.hidden_dim(depth)
         self.head = nn.Sequential(nn.Linear(d, d), nn.BatchNorm1d(d), nn.ReLU(), nn.Linear(d, proj_dim))
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
         self.last: dict = {}
 
     def forward(self, x, t, y=None):
-        return self.dit(x, t, y)
+        return self.net(x, t, y)
 
     def ssl_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Mean token after block ``depth`` of the clean image (t = 0): the shared encoder's output."""
-        dit = self.dit
-        h = dit.x_embed(patchify(x, dit.cfg.patch)) + dit.pos_embed
-        c = dit.t_embed(torch.zeros(x.shape[0], dtype=torch.long, device=x.device))
-        ctx = torch.stack([c, torch.zeros_like(c)], dim=1)
-        for blk in dit.blocks[:self.depth]:
-            h = blk(h, c, ctx)
-        return h.mean(1)
+        """Mean hidden token after block ``depth`` of the clean image (t = 0): the shared encoder's output."""
+        t0 = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+        return self.net.features(x, t0, None, self.depth).mean(1)
 
     def loss(self, x0: torch.Tensor, schedule: NoiseSchedule, y: torch.Tensor | None = None,
              prediction: str = "eps", images: torch.Tensor | None = None, encode=None, weighting: str = "none",
              snr_gamma: float = 5.0) -> torch.Tensor:
-        """The loss of one batch ``x0`` (what the DiT diffuses). The two SSL views are ``augment(images)`` (default
+        """The loss of one batch ``x0`` (what the network diffuses). The two SSL views are ``augment(images)`` (default
         ``images = x0``), passed through ``encode`` when given: in latent diffusion the views are augmented as pixel
-        images and encoded to latents (e.g. an autoencoder's ``to_latent``), so the shared blocks see what the DiT
+        images and encoded to latents (e.g. an autoencoder's ``to_latent``), so the shared blocks see what the network
         sees. ``weighting``/``snr_gamma`` weight the diffusion term as :func:`minidiff.diffusion.ddpm.loss_weight`."""
         images = x0 if images is None else images
         if images.shape[0] != x0.shape[0]:
             raise ValueError(f"images must have one row per row of x0 ({x0.shape[0]}), got {images.shape[0]}")
         x_t, t, target = _noisy(schedule, x0, prediction)
-        per_sample = (self.dit(x_t, t, y).float() - target.float()).pow(2).flatten(1).mean(1)
+        per_sample = (self.net(x_t, t, y).float() - target.float()).pow(2).flatten(1).mean(1)
         diffusion = (loss_weight(schedule, t, prediction, weighting, snr_gamma) * per_sample).mean()
         w = self.weight(int(self.step))
         self.step += 1
@@ -236,22 +250,23 @@ class MultiTaskDiT(nn.Module):
         return diffusion + w * ssl
 
 
-class FeatureInputDiT(nn.Module):
+class FeatureInput(nn.Module):
     r"""The source article's simplest combination: the frozen encoder looks at the denoiser's own *noisy* input and
-    its global features :math:`f(\tilde x_t)` enter the DiT next to the time embedding (concatenating them to the
-    embedding and applying a linear map is the same as adding a learned map of them, which is what the DiT's
-    ``cond_dim`` path does). In latent diffusion :math:`\tilde x_t` is the noisy latent decoded to pixels by
+    its global features :math:`f(\tilde x_t)` enter the network next to the time embedding (concatenating them to the
+    embedding and applying a linear map is the same as adding a learned map of them, which is what the DiT's and the
+    U-Net's ``cond_dim`` path does). In latent diffusion :math:`\tilde x_t` is the noisy latent decoded to pixels by
     ``decode`` (default: none, pixel diffusion). Nothing has to be generated at sampling time: the features come from
     the current :math:`x_t`, so every sampler works unchanged; each network call also runs the decoder and encoder."""
 
-    def __init__(self, dit: DiT, encoder: FrozenEncoder, decode=None):
+    def __init__(self, net: nn.Module, encoder: FrozenEncoder, decode=None):
         super().__init__()
         if not isinstance(encoder, FrozenEncoder):
             raise TypeError(f"encoder must be a FrozenEncoder, got {type(encoder).__name__}")
-        if dit.cfg.cond_dim != encoder.dim:
-            raise ValueError(f"the DiT must be built with cond_dim = the encoder's feature size {encoder.dim}, got "
-                             f"cond_dim={dit.cfg.cond_dim}")
-        self.dit, self.encoder, self.decode = dit, encoder, decode
+        cond_dim = net.cfg.cond_dim if hasattr(net, "cfg") else getattr(net, "cond_dim", None)
+        if cond_dim != encoder.dim:
+            raise ValueError(f"the network must be built with cond_dim = the encoder's feature size {encoder.dim}, "
+                             f"got cond_dim={cond_dim}")
+        self.net, self.encoder, self.decode = net, encoder, decode
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -260,5 +275,5 @@ class FeatureInputDiT(nn.Module):
 
     def forward(self, x, t, y=None):
         if y is not None:
-            raise ValueError("FeatureInputDiT takes no condition y: its condition is computed from x")
-        return self.dit(x, t, self.features(x))
+            raise ValueError("FeatureInput takes no condition y: its condition is computed from x")
+        return self.net(x, t, self.features(x))

@@ -182,13 +182,82 @@ def noise_levels_figure(schedule, x0: torch.Tensor, ts: Sequence[int], seed: int
     return fig
 
 
-def noise_slider(schedule, x0: torch.Tensor, n_static: int = 6, seed: int = 0):
-    r"""An ipywidgets slider over t showing :math:`x_t` for the images ``x0``; where no widget frontend exists
-    (static website, CI) it draws :func:`noise_levels_figure` at ``n_static`` evenly spaced steps instead.
-    Returns the widget or the figure."""
+def _figure_png(fig) -> str:
+    import base64
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+class StaticSlider:
+    """A slider that works without a kernel: precomputed frames (PNG) and a range input whose handler swaps the image,
+    all in one HTML output, so the website (and any notebook viewer that runs JavaScript) can scrub through them.
+    ``frames`` is a list of ``(label, figure)``; the figures are rendered and closed. In a notebook it displays as
+    HTML (``_repr_html_``); ``labels`` and ``frames`` (base64 PNGs) stay on the object for tests."""
+
+    def __init__(self, name: str, frames: list):
+        if not frames:
+            raise ValueError("a slider needs at least one frame")
+        import hashlib
+
+        self.name = name
+        self.labels = [str(label) for label, _ in frames]
+        self.frames = [_figure_png(fig) for _, fig in frames]
+        self.id = "minidiff-slider-" + hashlib.sha1("".join(self.frames).encode()).hexdigest()[:12]
+
+    def _repr_html_(self) -> str:
+        import html
+        import json
+
+        data = json.dumps({"labels": self.labels, "frames": self.frames})
+        handler = (f"var d=window['{self.id}'];var i=+this.value;"
+                   f"this.parentNode.querySelector('img').src='data:image/png;base64,'+d.frames[i];"
+                   f"this.parentNode.querySelector('.minidiff-slider-value').textContent=d.labels[i];")
+        return (f'<div class="minidiff-slider" id="{self.id}">'
+                f'<script>window["{self.id}"]={data};</script>'
+                f'<label>{html.escape(self.name)} = <span class="minidiff-slider-value">'
+                f'{html.escape(self.labels[0])}</span></label><br>'
+                f'<input type="range" min="0" max="{len(self.frames) - 1}" value="0" step="1" style="width:60%" '
+                f'aria-label="{html.escape(self.name)}" oninput="{html.escape(handler)}"><br>'
+                f'<img alt="{html.escape(self.name)} = {html.escape(self.labels[0])}" '
+                f'src="data:image/png;base64,{self.frames[0]}"></div>')
+
+    def __repr__(self) -> str:
+        return f"StaticSlider({self.name!r}, {len(self.frames)} frames: {', '.join(self.labels)})"
+
+    def show(self) -> "StaticSlider":
+        """Display it now when running in a notebook (as the widget version does), and return it."""
+        import sys
+
+        if "ipykernel" in sys.modules:
+            from IPython.display import display
+
+            display(self)
+        return self
+
+
+def noise_slider(schedule, x0: torch.Tensor, n_static: int = 6, seed: int = 0, n_frames: int = 21):
+    r"""An ipywidgets slider over t showing :math:`x_t` for the images ``x0``. Where no widget frontend exists
+    (static website, CI) it shows a :class:`StaticSlider` over ``n_frames`` evenly spaced steps instead, which works
+    in the browser without a kernel (``n_static`` is kept for :func:`noise_levels_figure`, the same picture as one
+    figure). Returns the widget, or the static slider."""
     ts = np.linspace(0, schedule.T - 1, n_static).round().astype(int).tolist()
     if not widgets_enabled():
-        return noise_levels_figure(schedule, x0, ts, seed)
+        from .diffusion.ddpm import q_sample
+
+        g = torch.Generator().manual_seed(seed)
+        noise = torch.randn(x0.shape, generator=g)
+        sched = schedule.to("cpu")
+        frames = []
+        for t in np.linspace(0, schedule.T - 1, n_frames).round().astype(int).tolist():
+            tt = torch.full((x0.shape[0],), int(t), dtype=torch.long)
+            fig = show_images(q_sample(sched, x0.cpu().float(), tt, noise), nrow=x0.shape[0],
+                              title=f"t = {t}, ᾱ_t = {sched.alphas_cumprod[t]:.3f}, SNR = {sched.snr[t]:.3g}")
+            frames.append((t, fig))
+        return StaticSlider("t", frames).show()
     import ipywidgets as widgets
     from IPython.display import display
 
@@ -221,8 +290,9 @@ def image_slider(images: dict, name: str, title: str = "{name} = {value}", nrow:
                  figsize=None):
     """A slider over the keys of ``images`` (e.g. the number of sampling steps, or the guidance scale) that shows the
     image batch stored for each value, so a reader can scrub through a sweep that was computed once. Where no widget
-    frontend exists (static website, CI) it draws the batches as labelled rows of one figure instead (all values, or
-    ``static_values``). Returns the widget or the figure."""
+    frontend exists (static website, CI) it shows a :class:`StaticSlider` over the same batches instead, which works in
+    the browser without a kernel (``static_values``, if given, limits its frames). Returns the widget or the static
+    slider."""
     if not isinstance(images, dict) or not images:
         raise ValueError("images must be a non-empty dict {value: image batch (B, C, H, W)}")
     for v, x in images.items():
@@ -232,8 +302,9 @@ def image_slider(images: dict, name: str, title: str = "{name} = {value}", nrow:
     values = list(images)
     if not widgets_enabled():
         shown = values if static_values is None else [v for v in values if v in set(static_values)]
-        return show_image_rows({title.format(name=name, value=v): images[v].cpu() for v in shown}, nrow=nrow,
-                               figsize=figsize)
+        frames = [(v, show_images(images[v].cpu(), nrow=nrow, title=title.format(name=name, value=v)))
+                  for v in shown]
+        return StaticSlider(name, frames).show()
     import ipywidgets as widgets
     from IPython.display import display
 

@@ -255,3 +255,30 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def move_sliders(root, page: str, chromium: str | None = None) -> list[dict]:
+    """Open ``page`` of the built site and move every kernel-free slider (``.minidiff-slider``, see
+    :class:`minidiff.viz.StaticSlider`) to its last position, as a reader dragging it would (an ``input`` event).
+    Returns, per slider, the image source and the shown value before and after, and the slider's maximum."""
+    from playwright.sync_api import sync_playwright
+
+    chromium = chromium or find_chromium()
+    if chromium is None:
+        raise FileNotFoundError("Chromium not found (install Debian's chromium package, or set MINIDIFF_CHROMIUM)")
+    with serve(Path(root).resolve()) as base, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
+        try:
+            tab = browser.new_page()
+            tab.goto(f"{base}/{page}", wait_until="load")
+            out = []
+            for box in tab.locator(".minidiff-slider").all():
+                img, value, rng = box.locator("img"), box.locator(".minidiff-slider-value"), box.locator("input")
+                before = {"src": img.get_attribute("src"), "value": value.inner_text()}
+                top = rng.get_attribute("max")
+                rng.fill(top)                              # sets the value and fires input (and change)
+                out.append({"max": int(top), "before": before,
+                            "after": {"src": img.get_attribute("src"), "value": value.inner_text()}})
+            return out
+        finally:
+            browser.close()

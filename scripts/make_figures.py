@@ -216,7 +216,7 @@ def latent() -> Figure:
 
 
 def repa() -> Figure:
-    f = Figure(780, 300, "REPA: a hidden state of the DiT is aligned with a frozen self-supervised encoder's features")
+    f = Figure(780, 300, "REPA: a hidden state of the denoiser is aligned with a frozen self-supervised encoder's features")
     f.box(10, 30, 90, 56, "x₀", fill=GREY, sub="pixels", size=16)
     f.arrow(100, 58, 160, 58)
     f.box(155, 30, 180, 56, "frozen SSL encoder f", fill=PURPLE, sub="chapter 02's SimCLR")
@@ -224,7 +224,7 @@ def repa() -> Figure:
     f.box(400, 30, 170, 56, "alignment loss", fill=GREEN, sub="−cos(h_φ(h_n), y*_n)")
     f.box(10, 190, 90, 56, "z_t", fill=GREY, sub="noisy latent", size=16)
     f.arrow(100, 218, 150, 218)
-    f.box(150, 190, 140, 56, "DiT blocks 1..k", fill=ORANGE)
+    f.box(150, 190, 140, 56, "blocks 1..k", fill=ORANGE, sub="U-Net or DiT")
     f.arrow(290, 218, 340, 218)
     f.box(340, 190, 150, 56, "blocks k+1..L", fill=ORANGE)
     f.arrow(490, 218, 540, 218)
@@ -235,7 +235,7 @@ def repa() -> Figure:
     f.box(620, 100, 150, 56, "L = L_diff + λ L_align", fill="#ffffff", size=12)
     f.arrow(570, 58, 640, 100)
     f.arrow(620, 190, 660, 156)
-    f.text(390, 285, "the encoder and the image x₀ are used only in training: sampling is the plain DiT",
+    f.text(390, 285, "the encoder and the image x₀ are used only in training: sampling is the plain denoiser",
            size=12, italic=True)
     return f
 

@@ -221,7 +221,7 @@ def test_the_graph_sees_imports_inside_functions_and_relative_ones(graph):
     g, external, files = graph
     assert "minidiff.nets.dit" in files and "minidiff.diffusion" in files
     assert "minidiff._checks" in g["minidiff.nets.dit"]               # from .._checks import condition_vector
-    assert "minidiff.nets.dit" in g["minidiff.ssl_diffusion"]          # from .nets.dit import DiT, patchify
+    assert "minidiff.ssl.simclr" in g["minidiff.ssl_diffusion"]        # from .ssl.simclr import nt_xent
     assert "minidiff.diffusion.ddpm" in g["minidiff.viz"]             # from .diffusion.ddpm import q_sample, in a function
     assert "matplotlib" in external["minidiff.viz"]
 

@@ -479,3 +479,19 @@ def test_chapter11_quotes_the_ssl_sweep():
     from minidiff.reference import load, mean_ci
     dit = [r["fid"] for r in load("dit_sweep")["runs"] if r["model"] == "adaln-zero" and r["threads"] == 2]
     assert f"DiT-Mini/1 reached FID {mean_ci(dit)} at 3,000 steps" in flat
+
+
+def test_chapter11_sweep_section_is_the_generated_one():
+    """Chapter 11's "What the sweep shows" is written by scripts/ch11_sweep_section.py from the shipped JSON: every
+    number and every verdict in it (beyond the spread or not, in the digit regime or not) is the file's; regenerate it
+    after a sweep, never edit it by hand."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("ch11_sweep_section", ROOT / "scripts" / "ch11_sweep_section.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    cells = ["".join(c["source"]) for c in json.loads(mod.NOTEBOOK.read_text())["cells"]
+             if c["cell_type"] == "markdown" and "".join(c["source"]).startswith(mod.HEADING)]
+    assert cells == [mod.section()], "run: python scripts/ch11_sweep_section.py"
+    nb = json.loads(mod.NOTEBOOK.read_text())
+    assert mod.summary_of(nb).rstrip("\n") == mod.summary_bullet(), "run: python scripts/ch11_sweep_section.py"

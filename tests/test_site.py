@@ -92,3 +92,17 @@ def test_checker_fails_on_a_broken_page(built_book, tmp_path):
     # the intact page next to it is still clean
     [ok] = check_site.check_site(site, pages=["chapters/04_ddpm.html"], repo_url=REPO_URL)
     assert not ok.problems, ok.problems
+
+
+@pytest.mark.book
+def test_sliders_work_without_a_kernel(built_book):
+    """The sliders of chapters 04 (noise level), 05 (network calls) and 10 (guidance scale) are precomputed frames on
+    the website: moving one in the browser changes the image shown and the value printed next to it."""
+    _browser_or_skip()
+    for page in ("chapters/04_ddpm.html", "chapters/05_sampling.html", "chapters/10_latent_and_guidance.html"):
+        moved = check_site.move_sliders(built_book, page)
+        assert moved, f"{page}: no slider on the page"
+        for m in moved:
+            assert m["max"] >= 1
+            assert m["after"]["src"] != m["before"]["src"], f"{page}: the slider moved but the image stayed"
+            assert m["after"]["value"] != m["before"]["value"], f"{page}: the shown value did not change"

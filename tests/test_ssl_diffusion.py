@@ -12,7 +12,7 @@ from minidiff.diffusion.guidance import drop_condition
 from minidiff.nets import ConvNet, DiT, dit_config
 from minidiff.recipes import train_ddpm
 from minidiff.ssl.augment import digits_augment
-from minidiff.ssl_diffusion import (REPA, FrozenEncoder, LossWeightSchedule, MultiTaskDiT, alignment_loss,
+from minidiff.ssl_diffusion import (REPA, FrozenEncoder, LossWeightSchedule, MultiTask, alignment_loss,
                                     projector)
 from minidiff.train import TrainConfig, train
 
@@ -195,7 +195,7 @@ def test_each_method_trains(digits):
         return out
     first, last = _loss_falls(repa, repa_loss, digits)
     assert last < first and repa.last["align"] < align0 - 0.1     # the alignment term itself improves
-    mt = MultiTaskDiT(tiny_dit(), depth=1, weight=LossWeightSchedule(1.0, 0.1, steps=60), augment=digits_augment(0.5))
+    mt = MultiTask(tiny_dit(), depth=1, weight=LossWeightSchedule(1.0, 0.1, steps=60), augment=digits_augment(0.5))
     first, last = _loss_falls(mt, lambda m, x: m.loss(x, sched), digits)
     assert last < first and int(mt.step) == 60 and mt.last["weight"] == pytest.approx(0.1 + 0.9 / 60, abs=0.02)
 
@@ -203,7 +203,7 @@ def test_each_method_trains(digits):
 # ----------------------------------------------------------------------------- chapter 11 on latents
 
 def test_multitask_loss_on_latents_against_a_by_hand_computation():
-    """MultiTaskDiT.loss with pixel images and an encoder to latents: the min-SNR weighted diffusion term on the
+    """MultiTask.loss with pixel images and an encoder to latents: the min-SNR weighted diffusion term on the
     latents plus w times NT-Xent of the shared blocks' features of the two encoded views, recomputed by hand with the
     same random numbers."""
     from minidiff.nets import AutoencoderKL
@@ -213,7 +213,7 @@ def test_multitask_loss_on_latents_against_a_by_hand_computation():
     ae = AutoencoderKL(1, latent_channels=4, width=8).eval()
     dit = DiT(dit_config("DiT-Tiny", patch=1, input_size=7, in_channels=4))
     aug = digits_augment(0.5)
-    mt = MultiTaskDiT(dit, depth=1, weight=LossWeightSchedule(0.3, kind="constant"), augment=aug)
+    mt = MultiTask(dit, depth=1, weight=LossWeightSchedule(0.3, kind="constant"), augment=aug)
     sched = schedules.make_schedule("cosine", 100)
     x = torch.rand(8, 1, 28, 28) * 2 - 1
     z = ae.to_latent(x)
@@ -235,10 +235,10 @@ def test_multitask_loss_on_latents_against_a_by_hand_computation():
     assert got.item() == pytest.approx((diffusion + 0.3 * ssl).item(), rel=1e-5)
 
 
-def test_feature_input_dit_reads_the_noisy_input():
-    """FeatureInputDiT conditions the DiT on the frozen encoder's features of its own (decoded, clamped) input: equal
+def test_feature_input_reads_the_noisy_input():
+    """FeatureInput conditions the DiT on the frozen encoder's features of its own (decoded, clamped) input: equal
     to calling the DiT with those features; the encoder gets no gradient; wrong sizes and a condition are refused."""
-    from minidiff.ssl_diffusion import FeatureInputDiT
+    from minidiff.ssl_diffusion import FeatureInput
 
     torch.manual_seed(0)
     enc = FrozenEncoder(ConvNet(1, 4))
@@ -247,7 +247,7 @@ def test_feature_input_dit_reads_the_noisy_input():
     with torch.no_grad():                                               # zero-initialised gates: make y matter
         for p in dit.parameters():
             p.add_(0.05 * torch.randn_like(p))
-    m = FeatureInputDiT(dit, enc, decode=decode)
+    m = FeatureInput(dit, enc, decode=decode)
     x, t = torch.randn(3, 1, 7, 7), torch.tensor([1, 20, 40])
     expect = dit(x, t, enc.pooled(decode(x).clamp(-1, 1)))
     assert torch.allclose(m(x, t), expect, atol=1e-6)
@@ -255,21 +255,22 @@ def test_feature_input_dit_reads_the_noisy_input():
     m(x, t).pow(2).mean().backward()
     assert all(p.grad is None for p in enc.parameters()) and dit.x_embed.weight.grad is not None
     with pytest.raises(ValueError, match="cond_dim"):
-        FeatureInputDiT(tiny_dit(), enc)
+        FeatureInput(tiny_dit(), enc)
     with pytest.raises(ValueError, match="no condition"):
         m(x, t, torch.zeros(3, enc.dim))
 
 
-@pytest.fixture
-def ssl_parts():
+@pytest.fixture(params=["dit", "unet"])
+def ssl_parts(request):
     import dataclasses
 
     from minidiff import config, recipes
     from minidiff.nets import AutoencoderKL
 
     torch.manual_seed(0)
-    C = dataclasses.replace(config.get_profile("ci").ssl_diffusion, dit="DiT-Tiny", steps=40, warmup=5, lr=3e-3,
-                            batch=32, mt_depth=1, repa_depth=1, encoder_depth=1, rdm_steps=20)
+    C = dataclasses.replace(config.get_profile("ci").ssl_diffusion, backbone=request.param, dit="DiT-Tiny",
+                            unet_channels=16, steps=40, warmup=5, lr=3e-3, batch=32, mt_depth=1, repa_depth=1,
+                            encoder_depth=1, rdm_steps=20)
     ds = data.load_images("digits", "train")
     x = torch.nn.functional.interpolate(ds.x[:256], size=28)
     ae = AutoencoderKL(1, latent_channels=4, width=8).eval()
@@ -382,3 +383,69 @@ def test_rcg_guidance_by_hand_and_its_settings():
         SSLDiffusionConfig(rcg_guidance=0.5)
     with pytest.raises(ValueError, match="p_uncond > 0"):
         SSLDiffusionConfig(rcg_guidance=2.0, p_uncond=0.0)
+
+
+def test_unet_hidden_state_and_trunk():
+    """The U-Net's return_hidden=k gives the activation after its k-th ResBlock (down path, then middle) as row-major
+    tokens, read here by a forward hook; features() returns the same tokens without running the rest; the prediction
+    is unchanged; hidden_dim names their width; bad indices are refused."""
+    from minidiff.nets import UNet
+    from minidiff.nets.unet import ResBlock
+
+    torch.manual_seed(0)
+    net = UNet(4, 16, (1, 2), attention=False, cond_dim=6)
+    res = [m for blocks in net.down for m in blocks if isinstance(m, ResBlock)] + \
+          [m for m in net.mid if isinstance(m, ResBlock)]
+    assert net.hidden_blocks == len(res) == 4
+    x, t, y = torch.randn(3, 4, 8, 8), torch.tensor([1, 5, 9]), torch.randn(3, 6)
+    for k in range(1, 5):
+        seen = {}
+        hook = res[k - 1].register_forward_hook(lambda m, i, o: seen.setdefault("h", o))
+        out, hidden = net(x, t, y, return_hidden=k)
+        hook.remove()
+        h = seen["h"]
+        assert torch.equal(hidden, h.flatten(2).transpose(1, 2)) and hidden.shape[-1] == net.hidden_dim(k)
+        assert torch.equal(hidden[:, 1], h[:, :, 0, 1])                    # row-major: token 1 is row 0, column 1
+        assert torch.equal(out, net(x, t, y)) and torch.equal(net.features(x, t, y, depth=k), hidden)
+    assert [net.hidden_dim(k) for k in range(1, 5)] == [16, 32, 32, 32]
+    for bad in (0, 5, True, 1.0):
+        with pytest.raises(ValueError, match="ResBlock index"):
+            net(x, t, y, return_hidden=bad)
+
+
+def test_repa_and_multitask_on_a_unet():
+    """REPA on a latent U-Net: the alignment term is alignment_loss on the U-Net's hidden tokens and the encoder's
+    map pooled to their grid (7x7 at every block of a one-level U-Net); MultiTask's features are the mean token of the
+    trunk at t = 0; a network without hidden states is refused."""
+    from minidiff.nets import UNet
+
+    torch.manual_seed(0)
+    enc = FrozenEncoder(ConvNet(1, 8))
+    net = UNet(4, 16, (1,), attention=False)
+    model = REPA(net, enc, depth=2, lam=0.5)
+    sched = schedules.make_schedule("cosine", 50)
+    z, x = torch.randn(6, 4, 7, 7), torch.rand(6, 1, 28, 28) * 2 - 1
+    torch.manual_seed(1)
+    model.loss(z, sched, prediction="eps", images=x)
+    torch.manual_seed(1)
+    t = torch.randint(0, sched.T, (6,))
+    noise = torch.randn_like(z)
+    _, hidden = net(ddpm.q_sample(sched, z, t, noise), t, return_hidden=2)
+    assert model.last["align"] == pytest.approx(alignment_loss(hidden, enc.spatial(x, 7), model.proj).item(), rel=1e-5)
+    mt = MultiTask(net, depth=1, weight=LossWeightSchedule(0.5, kind="constant"), augment=digits_augment(0.5))
+    expect = net(z, torch.zeros(6, dtype=torch.long), return_hidden=1)[1].mean(1)
+    assert torch.allclose(mt.ssl_features(z), expect, atol=1e-6)
+    with pytest.raises(TypeError, match="hidden states"):
+        REPA(torch.nn.Conv2d(4, 4, 1), enc, depth=1)
+    with pytest.raises(ValueError, match="1..3"):
+        MultiTask(net, depth=4, weight=LossWeightSchedule(0.5, kind="constant"), augment=digits_augment(0.5))
+
+
+def test_dit_trunk_is_its_hidden_state():
+    dit = tiny_dit()
+    x, t = torch.randn(2, 1, 28, 28), torch.tensor([0, 30])
+    for k in (1, dit.hidden_blocks):
+        assert torch.equal(dit.features(x, t, depth=k), dit(x, t, return_hidden=k)[1])
+        assert dit.hidden_dim(k) == dit.cfg.hidden
+    with pytest.raises(ValueError, match="block index"):
+        dit.hidden_dim(dit.hidden_blocks + 1)

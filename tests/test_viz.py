@@ -3,6 +3,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pytest
 import torch
 
@@ -41,8 +42,11 @@ def test_noise_slider_static_fallback_and_widget(monkeypatch):
     x0 = torch.rand(3, 1, 8, 8) * 2 - 1
     monkeypatch.setenv("MINIDIFF_STATIC", "1")
     assert not viz.widgets_enabled()
-    fig = viz.noise_slider(s, x0, n_static=4)
-    assert isinstance(fig, matplotlib.figure.Figure)
+    before = set(plt.get_fignums())
+    sl = viz.noise_slider(s, x0, n_frames=5)
+    assert isinstance(sl, viz.StaticSlider) and sl.labels == ["0", "12", "24", "37", "49"]
+    assert len(set(sl.frames)) == 5                 # each t its own picture
+    assert set(plt.get_fignums()) == before          # its figures were rendered and closed, none left open
     ipywidgets = pytest.importorskip("ipywidgets")
     monkeypatch.setattr(viz, "widgets_enabled", lambda: True)
     w = viz.noise_slider(s, x0)
@@ -53,10 +57,9 @@ def test_noise_slider_static_fallback_and_widget(monkeypatch):
 def test_image_slider_static_rows_and_widget(monkeypatch):
     sweep = {w: torch.full((4, 1, 8, 8), w / 10) for w in (0.0, 1.0, 3.0)}
     monkeypatch.setenv("MINIDIFF_STATIC", "1")
-    fig = viz.image_slider(sweep, "w", title="guidance w = {value}", nrow=4)
-    assert [ax.get_title() for ax in fig.axes] == ["guidance w = 0.0", "guidance w = 1.0", "guidance w = 3.0"]
-    fig = viz.image_slider(sweep, "w", static_values=[0.0, 3.0])
-    assert len(fig.axes) == 2
+    sl = viz.image_slider(sweep, "w", title="guidance w = {value}", nrow=4)
+    assert sl.labels == ["0.0", "1.0", "3.0"] and len(set(sl.frames)) == 3
+    assert viz.image_slider(sweep, "w", static_values=[0.0, 3.0]).labels == ["0.0", "3.0"]
     with pytest.raises(ValueError, match=r"images\[1\] must be an image batch"):
         viz.image_slider({1: torch.zeros(8, 8)}, "steps")
     ipywidgets = pytest.importorskip("ipywidgets")
@@ -98,3 +101,25 @@ def test_glue_hands_values_to_myst_nb_and_sentences_without_quotes(monkeypatch):
     assert pretty(seen["verdict"]) == "η = 1 is ahead" and repr(seen["verdict"]) == "η = 1 is ahead"
     monkeypatch.setitem(sys.modules, "myst_nb", None)          # import fails: nothing to hand over
     assert viz.glue("x", 3) == 3
+
+
+def test_static_slider_html_swaps_the_frame_in_the_browser_handler():
+    """The HTML of a static slider carries every frame and a range input whose handler shows frame i (checked in a
+    real browser by tests/test_site.py); one frame per label; nothing to show is an error."""
+    import base64
+    import json
+    import re
+
+    figs = []
+    for v in (1, 2):
+        fig, ax = plt.subplots()
+        ax.imshow(np.full((4, 4), v), vmin=0, vmax=2)
+        figs.append((v, fig))
+    sl = viz.StaticSlider("steps", figs)
+    html = sl._repr_html_()
+    data = json.loads(re.search(r'window\["[\w-]+"\]=(\{.*?\});</script>', html).group(1))
+    assert data["labels"] == ["1", "2"] and data["frames"] == sl.frames
+    assert all(base64.b64decode(f)[:8] == b"\x89PNG\r\n\x1a\n" for f in sl.frames)
+    assert 'type="range" min="0" max="1"' in html and "oninput=" in html and sl.frames[0] in html
+    with pytest.raises(ValueError, match="at least one frame"):
+        viz.StaticSlider("x", [])

@@ -315,6 +315,15 @@ class VAEConfig(Trains):
     vq_steps: int = 1500
     vq_beta: float = 0.25
 
+    def __post_init__(self):
+        for name in ("vq_codes", "vq_dim", "vq_steps"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"VAEConfig.{name} must be a positive int, got {v!r}")
+        if self.vq_codes < 2:
+            raise ValueError(f"VAEConfig.vq_codes must be at least 2 (one code carries nothing), got {self.vq_codes}")
+        if isinstance(self.vq_beta, bool) or not isinstance(self.vq_beta, (int, float)) or not self.vq_beta >= 0:
+            raise ValueError(f"VAEConfig.vq_beta (the commitment weight) must be a number >= 0, got {self.vq_beta!r}")
 
 
 @dataclass(frozen=True)
@@ -569,8 +578,10 @@ class GuidanceChapterConfig(Trains):
 @dataclass(frozen=True)
 class SSLDiffusionConfig(Trains):
     """Sizes for chapter 11: six recipes (``recipes``, named in :data:`minidiff.recipes.SSL_RECIPES`) train one
-    unconditional latent DiT each (size ``dit`` on ``patch`` x ``patch`` patches of chapter 10's 7 x 7 latents: the
-    ``ae_*`` fields equal the ``dit`` and ``guidance`` sections', so the autoencoder is shared) with chapter 04's recipe
+    unconditional denoiser each on chapter 10's 7 x 7 latents (the ``ae_*`` fields equal the ``dit`` and ``guidance``
+    sections', so the autoencoder is shared): ``backbone`` ``"unet"``, a one-level U-Net of ``unet_channels``
+    channels without attention (chapter 10's latent U-Net, unconditional), or ``"dit"``, the DiT ``dit`` on ``patch`` x
+    ``patch`` patches (chapter 09's; about 3x slower per step on a CPU and far behind at equal time), with chapter 04's recipe
     (``schedule``, ``prediction``, ``weighting``) for ``steps`` steps. The learning rate is constant after the warmup
     (``min_lr_ratio`` 1): the EMA weights at any step are then a finished model for that budget, so one run is read
     twice, at ``steps`` (equal steps) and at the step where its training time reaches the baseline's (equal time).
@@ -586,10 +597,11 @@ class SSLDiffusionConfig(Trains):
     ``seeds``; the others, and more seeds, come from the reference sweep (``benchmarks/ssl_sweep.py``)."""
 
     _SUMMARY = ("{dataset} latents ({ae_latent_channels} ch) | T={T} {schedule} {prediction}, loss weighting "
-                "{weighting} | {dit}/{patch} unconditional | {training}, seeds ({seeds}) | live recipes "
+                "{weighting} | {net} unconditional | {training}, seeds ({seeds}) | live recipes "
                 "{live_recipes} | {n_samples} samples, {sampler} {sample_steps} steps")
 
     SAMPLERS = ("ddim", "dpmpp_2m_sde")
+    BACKBONES = ("dit", "unet")
     RECIPES = ("baseline", "rcg", "repa", "multitask-dynamic", "multitask-fixed", "noisy-features")
 
     dataset: str = "mnist5k"
@@ -598,8 +610,10 @@ class SSLDiffusionConfig(Trains):
     prediction: str = "eps"
     weighting: str = "none"
     amp: str = "off"
+    backbone: str = "unet"
     dit: str = "DiT-Tiny"
     patch: int = 1
+    unet_channels: int = 16
     batch: int = 32
     steps: int = 200
     lr: float = 2e-3
@@ -633,7 +647,8 @@ class SSLDiffusionConfig(Trains):
     sampler: str = "ddim"
 
     def _summary_fields(self) -> dict:
-        return {**super()._summary_fields(), "live_recipes": ", ".join(self.live_recipes)}
+        net = f"{self.dit}/{self.patch}" if self.backbone == "dit" else f"latent U-Net ({self.unet_channels} ch)"
+        return {**super()._summary_fields(), "live_recipes": ", ".join(self.live_recipes), "net": net}
 
     def __post_init__(self):
         _check_recipe(self)
@@ -643,6 +658,10 @@ class SSLDiffusionConfig(Trains):
             raise ValueError(f"SSLDiffusionConfig: recipes must start with 'baseline' and come from {self.RECIPES}, "
                              f"and live_recipes must include 'baseline' and be among them; got {self.recipes!r} and "
                              f"{self.live_recipes!r}")
+        if self.backbone not in self.BACKBONES:
+            raise ValueError(f"SSLDiffusionConfig.backbone must be one of {self.BACKBONES}, got {self.backbone!r}")
+        if isinstance(self.unet_channels, bool) or not isinstance(self.unet_channels, int) or self.unet_channels < 1:
+            raise ValueError(f"SSLDiffusionConfig.unet_channels must be a positive int, got {self.unet_channels!r}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"SSLDiffusionConfig.seeds must be distinct seeds, at least one, got {self.seeds!r}")
         if not 0 <= self.p_uncond < 1:

@@ -327,8 +327,24 @@ class DiT(nn.Module):
     def num_tokens(self) -> int:
         return self.grid * self.grid
 
+    @property
+    def hidden_blocks(self) -> int:
+        """The valid ``return_hidden`` indices are 1..hidden_blocks (the blocks)."""
+        return self.cfg.depth
+
+    def hidden_dim(self, k: int) -> int:
+        """Width of the image tokens after block ``k`` (``return_hidden=k``): the model's width."""
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= self.cfg.depth:
+            raise ValueError(f"return_hidden must be a block index in 1..{self.cfg.depth}, got {k!r}")
+        return self.cfg.hidden
+
+    def features(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None, depth: int = 1):
+        """The image tokens after block ``depth`` (B, N, d), without running the later blocks: the shared trunk of
+        multi-task training (chapter 11)."""
+        return self.forward(x, t, y, return_hidden=depth, _stop=True)
+
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None,
-                return_hidden: int | None = None):
+                return_hidden: int | None = None, _stop: bool = False):
         """The prediction for ``x`` at steps ``t``; with ``return_hidden=k`` also the image tokens after block ``k``
         (B, T, d), the hidden state that representation alignment (REPA, chapter 11) reads."""
         cfg = self.cfg
@@ -361,6 +377,8 @@ class DiT(nn.Module):
             h = blk(h, c, ctx)
             if return_hidden == i + 1:
                 hidden = h[:, n_ctx:]
+                if _stop:
+                    return hidden
         if n_ctx:
             h = h[:, n_ctx:]
         out = unpatchify(self.final(h, c), cfg.patch, cfg.in_channels, cfg.input_size, cfg.input_size)

@@ -244,7 +244,40 @@ class UNet(nn.Module):
                                  zero_module(nn.Conv2d(ch, (out_channels or in_channels) * patch * patch, 3, padding=1)))
         self._factor = patch * 2 ** (n_levels - 1)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    @property
+    def hidden_blocks(self) -> int:
+        """How many ResBlocks the down path and the middle hold: the valid ``return_hidden`` indices are
+        1..hidden_blocks."""
+        return sum(isinstance(m, ResBlock) for blocks in self.down for m in blocks) + \
+            sum(isinstance(m, ResBlock) for m in self.mid)
+
+    def hidden_dim(self, k: int) -> int:
+        """Channels of the hidden state after ResBlock ``k`` of the down path and middle (``return_hidden=k``)."""
+        self._check_hidden(k)
+        res = [m for blocks in self.down for m in blocks if isinstance(m, ResBlock)] + \
+              [m for m in self.mid if isinstance(m, ResBlock)]
+        return res[k - 1].conv1.out_channels
+
+    def _check_hidden(self, k):
+        if k is not None and (isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= self.hidden_blocks):
+            raise ValueError(f"return_hidden must be a ResBlock index in 1..{self.hidden_blocks} (down path, then "
+                             f"middle), got {k!r}")
+
+    def features(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None, depth: int = 1):
+        """The hidden tokens after ResBlock ``depth`` (B, H*W, C), without running the rest of the network: the
+        shared trunk of multi-task training (chapter 11)."""
+        self._check_hidden(depth)
+        return self._run(x, t, y, depth, stop=True)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None,
+                return_hidden: int | None = None):
+        """The prediction for ``x`` at steps ``t``; with ``return_hidden=k`` also the hidden state after the
+        ``k``-th ResBlock of the down path and middle, as tokens (B, H*W, C) in row-major order (what
+        representation alignment reads, chapter 11)."""
+        self._check_hidden(return_hidden)
+        return self._run(x, t, y, return_hidden)
+
+    def _run(self, x, t, y, return_hidden=None, stop=False):
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"x must have shape (B, {self.in_channels}, H, W), got {tuple(x.shape)}")
         if x.shape[-1] % self._factor or x.shape[-2] % self._factor:
@@ -279,21 +312,32 @@ class UNet(nn.Module):
             x = F.pixel_unshuffle(x, self.patch)
         h = self.conv_in(x)
         skips = [h]
+        hidden, n = None, 0
+
         def apply(m, h):
+            nonlocal hidden, n
             if isinstance(m, ResBlock):
-                return m(h, emb)
+                h, n = m(h, emb), n + 1
+                if n == return_hidden:
+                    hidden = h.flatten(2).transpose(1, 2)
+                return h
             return m(h, y) if isinstance(m, CrossAttentionBlock) else m(h)
 
         for blocks in self.down:
             for m in blocks:
                 h = apply(m, h)
+                if stop and hidden is not None:
+                    return hidden
             skips.append(h)
         for m in self.mid:
             h = apply(m, h)
+            if stop and hidden is not None:
+                return hidden
         for blocks in self.up:
             if isinstance(blocks[0], ResBlock) and self.skip_connections:
                 h = torch.cat([h, skips.pop()], dim=1)
             for m in blocks:
                 h = apply(m, h)
         h = self.out(h)
-        return F.pixel_shuffle(h, self.patch) if self.patch > 1 else h
+        out = F.pixel_shuffle(h, self.patch) if self.patch > 1 else h
+        return (out, hidden) if return_hidden is not None else out
