@@ -1,11 +1,12 @@
 """Chapter 11's reference sweep: six ways to use a self-supervised encoder in diffusion training, over seeds, read at
 equal steps and at equal training time.
 
-    .venv/bin/python benchmarks/ssl_sweep.py --seeds 0 1 2 --threads 1 --parallel 2   # the shipped sweep: 18 runs
+    .venv/bin/python benchmarks/ssl_sweep.py --seeds 0 1 2 3 4 --threads 1 --parallel 2   # the shipped sweep: 30 runs
     .venv/bin/python benchmarks/ssl_sweep.py --table          # the table of every run recorded so far
 
 Every recipe of :data:`minidiff.recipes.SSL_RECIPES` with the ``cpu`` profile's chapter-11 section (profile ``cpu``,
-section ``ssl_diffusion``): an unconditional latent DiT on the latents of chapter 10's autoencoder
+section ``ssl_diffusion``): an unconditional denoiser of the section's backbone (the latent U-Net) on the latents of
+chapter 10's autoencoder
 (:func:`minidiff.recipes.shared_autoencoder`) with chapter 02's SimCLR encoder frozen
 (:func:`minidiff.recipes.shared_simclr`; both trained once, seed 0, and kept in ``benchmarks/.cache``), trained by
 :func:`minidiff.recipes.train_ssl_recipe` in a fresh process limited to ``--threads`` threads. Each run is read
@@ -116,7 +117,7 @@ def worker(name: str, seed: int, budget: float, samples: int, steps: int | None 
            "steps": run.step, "train_seconds": run.seconds, "extra_seconds": extra, "final": final}
     if budget:                                   # the baseline's training time of this seed
         step, seconds, state = recipes.at_time(res, budget - extra)
-        out["equal_time"] = final if step == run.step else {**read(state)[0]}
+        out["equal_time"] = dict(final) if step == run.step else {**read(state)[0]}
         out["equal_time"].update(step=step, seconds=seconds + extra, budget=budget)
     loss = run.history["loss"]
     out["final_loss"] = float(sum(loss[-200:]) / len(loss[-200:]))

@@ -308,7 +308,7 @@ def shared_simclr(section, x: torch.Tensor, *, seed: int = 0, progress=None):
 class SSLParts:
     """What chapter 11's recipes share: the frozen encoder (:class:`~minidiff.ssl_diffusion.FrozenEncoder` at
     ``section.encoder_depth``), the autoencoder ``ae``, the training latents ``z`` with their pixel images ``x`` (row
-    by row), the encoder's pooled features ``feats`` of ``x`` (RCG's conditions), the DiT's noise schedule and
+    by row), the encoder's pooled features ``feats`` of ``x`` (RCG's conditions), the denoiser's noise schedule and
     ``section`` itself."""
 
     def __init__(self, section, encoder, ae, x: torch.Tensor, z: torch.Tensor, schedule: NoiseSchedule):

@@ -5,7 +5,7 @@ labels (chapter 02) help a diffusion model.
    self-supervised representation :math:`r = f(x_0)` of its own training image (dropped to the null vector with
    probability :math:`p_\text{uncond}`, for guidance). To generate without any input, a small diffusion model over
    representations samples :math:`r` first, then the image model samples :math:`x \mid r`:
-   :math:`p(x) = \int p(x \mid r)\, p(r)\, dr`. (Code: ``DiTConfig(cond_dim=...)``, :meth:`FrozenEncoder.pooled`,
+   :math:`p(x) = \int p(x \mid r)\, p(r)\, dr`. (Code: ``UNet(cond_dim=...)`` or ``DiTConfig(cond_dim=...)``, :meth:`FrozenEncoder.pooled`,
    :func:`minidiff.recipes.train_ddpm`, a :class:`minidiff.nets.TimeMLP` over representations.)
 2. **Representation alignment** (Yu et al. 2024, "REPA", sec. 3.3). A projection :math:`h_\phi` of the denoiser's hidden
    tokens after block :math:`k` (a DiT block or a U-Net ResBlock) is pulled towards the frozen encoder's features :math:`y^*_n` of the *clean* image at
@@ -253,8 +253,8 @@ class MultiTask(nn.Module):
 class FeatureInput(nn.Module):
     r"""The source article's simplest combination: the frozen encoder looks at the denoiser's own *noisy* input and
     its global features :math:`f(\tilde x_t)` enter the network next to the time embedding (concatenating them to the
-    embedding and applying a linear map is the same as adding a learned map of them, which is what the DiT's and the
-    U-Net's ``cond_dim`` path does). In latent diffusion :math:`\tilde x_t` is the noisy latent decoded to pixels by
+    embedding and applying a linear map is the same as adding a learned map of them, which is what the U-Net's ``cond_dim``
+    path does; the DiT's applies a small MLP). In latent diffusion :math:`\tilde x_t` is the noisy latent decoded to pixels by
     ``decode`` (default: none, pixel diffusion). Nothing has to be generated at sampling time: the features come from
     the current :math:`x_t`, so every sampler works unchanged; each network call also runs the decoder and encoder."""
 

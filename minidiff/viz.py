@@ -302,7 +302,7 @@ def image_slider(images: dict, name: str, title: str = "{name} = {value}", nrow:
     values = list(images)
     if not widgets_enabled():
         shown = values if static_values is None else [v for v in values if v in set(static_values)]
-        frames = [(v, show_images(images[v].cpu(), nrow=nrow, title=title.format(name=name, value=v)))
+        frames = [(v, show_images(images[v].cpu(), nrow=nrow, title=title.format(name=name, value=v), figsize=figsize))
                   for v in shown]
         return StaticSlider(name, frames).show()
     import ipywidgets as widgets

@@ -253,10 +253,6 @@ def main(argv=None) -> int:
     return 1 if bad else 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 def move_sliders(root, page: str, chromium: str | None = None) -> list[dict]:
     """Open ``page`` of the built site and move every kernel-free slider (``.minidiff-slider``, see
     :class:`minidiff.viz.StaticSlider`) to its last position, as a reader dragging it would (an ``input`` event).
@@ -282,3 +278,7 @@ def move_sliders(root, page: str, chromium: str | None = None) -> list[dict]:
             return out
         finally:
             browser.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -469,7 +469,7 @@ def test_chapter11_quotes_the_ssl_sweep():
         resid = [d - sum(v) / len(v) for v in diffs.values() for d in v]
         sd = (sum(x * x for x in resid) / sum(len(v) - 1 for v in diffs.values())) ** 0.5
         mdd = min_detectable_difference(sd, len(base))
-        assert f"{label}: {mdd:.1f} FID ({100 * mdd / base_fid:.0f}% of the baseline's {base_fid:.1f})" in flat, label
+        assert f"{mdd:.1f} FID at {label} ({100 * mdd / base_fid:.0f}% of the baseline's {base_fid:.1f})" in flat, label
         core = {k: v for k, v in diffs.items() if not k.startswith("multitask")}     # the figure without that pair
         resid = [d - sum(v) / len(v) for v in core.values() for d in v]
         sd = (sum(x * x for x in resid) / sum(len(v) - 1 for v in core.values())) ** 0.5

@@ -407,6 +407,11 @@ def test_unet_hidden_state_and_trunk():
         assert torch.equal(hidden, h.flatten(2).transpose(1, 2)) and hidden.shape[-1] == net.hidden_dim(k)
         assert torch.equal(hidden[:, 1], h[:, :, 0, 1])                    # row-major: token 1 is row 0, column 1
         assert torch.equal(out, net(x, t, y)) and torch.equal(net.features(x, t, y, depth=k), hidden)
+        called = []                                  # features stops after block k: the output layer never runs
+        hook = net.out.register_forward_hook(lambda m, i, o: called.append(1))
+        net.features(x, t, y, depth=k)
+        hook.remove()
+        assert not called
     assert [net.hidden_dim(k) for k in range(1, 5)] == [16, 32, 32, 32]
     for bad in (0, 5, True, 1.0):
         with pytest.raises(ValueError, match="ResBlock index"):

@@ -97,8 +97,8 @@ CPU = Profile(
                                    sampler="dpmpp_2m_sde"),
     # chapter 10's latent U-Net (64 channels), unconditional, with chapter 04's recipe and a constant lr (one run read
     # at equal steps and equal time); DDIM 50. Probe (seed 0, 2 threads): 4,000 steps in 133 s, FID 40.6, confidence
-    # 0.92; chapter 09's DiT-Mini/1 in its place took 3x as long per step and reached FID 92.8 (0.87) after 4,000
-    # steps (cosine lr decay; 94.8 with constant lr), so the U-Net is the backbone; benchmarks/ssl_sweep.py: 3 seeds
+    # 0.92; chapter 09's DiT-Mini/1 in its place took 2.3x as long per step and reached FID 92.8 (0.87) after 4,000
+    # steps (cosine lr decay; 94.8 with EMA 0.999), so the U-Net is the backbone; benchmarks/ssl_sweep.py: 5 seeds
     ssl_diffusion=SSLDiffusionConfig(dataset="mnist5k", T=1000, schedule="cosine", prediction="v", weighting="min_snr",
                                      amp="off", backbone="unet", unet_channels=64, dit="DiT-Mini", patch=1, batch=32,
                                      steps=4000, lr=2e-3,

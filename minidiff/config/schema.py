@@ -581,7 +581,8 @@ class SSLDiffusionConfig(Trains):
     unconditional denoiser each on chapter 10's 7 x 7 latents (the ``ae_*`` fields equal the ``dit`` and ``guidance``
     sections', so the autoencoder is shared): ``backbone`` ``"unet"``, a one-level U-Net of ``unet_channels``
     channels without attention (chapter 10's latent U-Net, unconditional), or ``"dit"``, the DiT ``dit`` on ``patch`` x
-    ``patch`` patches (chapter 09's; about 3x slower per step on a CPU and far behind at equal time), with chapter 04's recipe
+    ``patch`` patches (chapter 09's; 2.3x the U-Net's time per step on a CPU, and its unconditional baseline short of the digit
+    regime: the reference run ``ssl_sweep_dit``), with chapter 04's recipe
     (``schedule``, ``prediction``, ``weighting``) for ``steps`` steps. The learning rate is constant after the warmup
     (``min_lr_ratio`` 1): the EMA weights at any step are then a finished model for that budget, so one run is read
     twice, at ``steps`` (equal steps) and at the step where its training time reaches the baseline's (equal time).
@@ -671,7 +672,7 @@ class SSLDiffusionConfig(Trains):
                              f"p_uncond > 0; got rcg_guidance={self.rcg_guidance!r}, p_uncond={self.p_uncond!r}")
 
     def train_config(self, **overrides) -> TrainConfig:
-        """The DiT's :class:`TrainConfig`, with this section's ``min_lr_ratio`` (1: constant after warmup)."""
+        """The denoiser's :class:`TrainConfig`, with this section's ``min_lr_ratio`` (1: constant after warmup)."""
         return super().train_config(**{"min_lr_ratio": self.min_lr_ratio, **overrides})
 
     def ae_settings(self) -> dict:

@@ -353,7 +353,8 @@ class DiT(nn.Module):
                              f"got {tuple(x.shape)}")
         if t.shape != (x.shape[0],):
             raise ValueError(f"t must have shape ({x.shape[0]},) to match the batch, got {tuple(t.shape)}")
-        if return_hidden is not None and not 1 <= return_hidden <= cfg.depth:
+        if return_hidden is not None and (isinstance(return_hidden, bool) or not isinstance(return_hidden, int)
+                                          or not 1 <= return_hidden <= cfg.depth):
             raise ValueError(f"return_hidden must be a block index in 1..{cfg.depth}, got {return_hidden}")
         h = self.x_embed(patchify(x, cfg.patch)) + self.pos_embed
         t_emb = self.t_embed(t)
