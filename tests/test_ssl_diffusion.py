@@ -454,3 +454,19 @@ def test_dit_trunk_is_its_hidden_state():
         assert dit.hidden_dim(k) == dit.cfg.hidden
     with pytest.raises(ValueError, match="block index"):
         dit.hidden_dim(dit.hidden_blocks + 1)
+
+
+def test_config_names_a_depth_the_latent_unet_does_not_have():
+    """The section refuses, when it is built, a REPA or multi-task depth the one-level U-Net lacks (it has 3
+    ResBlocks before its up path: exactly what SSLParts.net builds), instead of failing mid-chapter."""
+    import dataclasses
+
+    from minidiff import config
+    from minidiff.nets import UNet
+
+    C = config.get_profile("ci").ssl_diffusion
+    assert UNet(4, 16, (1,), attention=False).hidden_blocks == 3
+    for field in ("repa_depth", "mt_depth"):
+        with pytest.raises(ValueError, match=f"SSLDiffusionConfig.{field} must be a block of the latent U-Net"):
+            dataclasses.replace(C, **{field: 4})
+    assert dataclasses.replace(C, backbone="dit", dit="DiT-Mini", repa_depth=4).repa_depth == 4

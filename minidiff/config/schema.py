@@ -661,6 +661,11 @@ class SSLDiffusionConfig(Trains):
                              f"{self.live_recipes!r}")
         if self.backbone not in self.BACKBONES:
             raise ValueError(f"SSLDiffusionConfig.backbone must be one of {self.BACKBONES}, got {self.backbone!r}")
+        if self.backbone == "unet":      # the one-level latent U-Net has 3 ResBlocks before its up path
+            for name in ("repa_depth", "mt_depth"):
+                if not 1 <= getattr(self, name) <= 3:
+                    raise ValueError(f"SSLDiffusionConfig.{name} must be a block of the latent U-Net (1, 2 or 3: its "
+                                     f"down ResBlock, then the two of its middle), got {getattr(self, name)!r}")
         if isinstance(self.unet_channels, bool) or not isinstance(self.unet_channels, int) or self.unet_channels < 1:
             raise ValueError(f"SSLDiffusionConfig.unet_channels must be a positive int, got {self.unet_channels!r}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
