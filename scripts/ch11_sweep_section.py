@@ -115,7 +115,8 @@ def section() -> str:
     L = [HEADING, ""]
     seeds = " ".join(str(k) for k in sorted({r["seed"] for r in runs}))
     L.append(f"`benchmarks/ssl_sweep.py --seeds {seeds} --threads 1 --parallel 2` ({d['machine']}, two runs at a time, "
-             f"one thread each; {rec['steps']:,} steps, 500 digits a reading). FID mean ± 95% interval over seeds; "
+             f"one thread each; {rec['steps']:,} steps, "
+             f"{'/'.join(str(k) for k in sorted({r['samples'] for r in runs}))} digits a reading). FID mean ± 95% interval over seeds; "
              "*vs baseline* is the paired difference, recipe minus the baseline of the same seed; *steps* at equal "
              "time is the median step each recipe had reached when its training time (plus the representation "
              "model's, for RCG) matched the baseline's; *confidence* is the classifier's mean confidence at equal "
