@@ -1,7 +1,7 @@
 # minidiff course. The two commands a newcomer needs:
 #   make book   set up .venv if needed, execute the chapters, build the website into _build/html
 #   make test   set up .venv if needed, run every chapter under nbval (ci profile), the unit tests, a book build from those executed chapters
-# Others: make setup | lab | sync | clean.  Options: PROFILE=ci|cpu|gpu (book, lab), PYTHON=python3.11
+# Others: make setup | student | lab | sync | clean.  Options: PROFILE=ci|cpu|gpu (book, lab), PYTHON=python3.11
 #   make gpu-check  on one CUDA GPU, offline, <= 8 min: kernels, speed, training, every chapter (benchmarks/results/gpu_check.json)
 
 PYTHON ?= python3
@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed-stamp
 PROFILE ?= $(if $(MINIDIFF_PROFILE),$(MINIDIFF_PROFILE),cpu)
 PYTEST_ARGS ?=
 
-.PHONY: setup book test lab sync clean help gpu-check
+.PHONY: setup book test student lab sync clean help gpu-check
 
 help:
 	@sed -n '2,6p' Makefile
@@ -54,6 +54,11 @@ test: setup
 gpu-check:
 	@test -x $(PY) || { echo "!! $(PY) is missing: run make setup first (with network access)"; exit 1; }
 	$(PY) scripts/gpu_check.py $(GPU_CHECK_ARGS)
+
+# The student edition: every chapter with each exercise's solution replaced by a stub to fill in, its check kept
+# (scripts/student_edition.py; generated, never committed). The website links it on each chapter page.
+student: setup
+	$(PY) scripts/student_edition.py --out _build/student
 
 lab: setup
 	MINIDIFF_PROFILE=$(PROFILE) $(VENV)/bin/jupyter lab chapters

@@ -10,6 +10,11 @@
 2. Each chapter executes once per session: notebooks run first (before the unit tests), and the outputs nbval
    receives are kept, so the website tests (``built_book`` in ``tests/conftest.py``) build the book from the notebooks
    nbval executed instead of executing every chapter a second time (``config._minidiff_notebook_runs.complete``).
+3. One artifact folder per session, as ``make book`` has per build: unless ``$MINIDIFF_CHECKPOINT_DIR`` is set, the
+   chapters run with it pointing at a fresh temporary folder (``config._minidiff_artifacts``), so chapters share
+   what they trained (chapter 10's autoencoder in 11) and the student-edition test (``tests/test_student.py``)
+   re-runs each chapter's cells up to its first exercise on finished checkpoints instead of training again. The
+   variable is removed before the first unit test, so the unit tests see the environment they were written for.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from __future__ import annotations
 import collections
 import copy
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -79,6 +86,26 @@ def _is_notebook_item(item) -> bool:
 def pytest_collection_modifyitems(session, config, items):
     """Notebook cells first (in their order), then everything else: the website tests reuse what the chapters ran."""
     items[:] = [i for i in items if _is_notebook_item(i)] + [i for i in items if not _is_notebook_item(i)]
+    if any(_is_notebook_item(i) for i in items) and not os.environ.get(_CHECKPOINT_ENV, "").strip():
+        config._minidiff_artifacts = Path(tempfile.mkdtemp(prefix="minidiff-artifacts-"))
+        os.environ[_CHECKPOINT_ENV] = str(config._minidiff_artifacts)
+        config._minidiff_artifacts_env = True
+
+
+_CHECKPOINT_ENV = "MINIDIFF_CHECKPOINT_DIR"   # minidiff.config.CHECKPOINT_ENV (not imported: torch loads slowly)
+
+
+def pytest_runtest_setup(item):
+    """The chapters' artifact folder is theirs: the first unit test runs without it in the environment."""
+    if not _is_notebook_item(item) and getattr(item.config, "_minidiff_artifacts_env", False):
+        os.environ.pop(_CHECKPOINT_ENV, None)
+        item.config._minidiff_artifacts_env = False
+
+
+def pytest_unconfigure(config):
+    folder = getattr(config, "_minidiff_artifacts", None)
+    if folder is not None:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 class _NotebookRuns:

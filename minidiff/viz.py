@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import matplotlib.pyplot as plt
+import matplotlib.ticker as mticker
 import numpy as np
 import torch
 from torchvision.utils import make_grid
@@ -72,10 +73,32 @@ def plot_losses(history: dict, smooth: int = 20, ax=None, label: str | None = No
     ax.set_xlabel("training step" if x == "step" else "seconds")
     ax.set_ylabel("loss")
     if logy:
-        ax.set_yscale("log")
+        log_axis(ax, "y")
     ax.legend()
     ax.grid(alpha=0.3)
     return fig
+
+
+def log_axis(ax, which: str = "y"):
+    """Put the ``"x"``, ``"y"`` (or ``"both"``) axis of ``ax`` on a log scale with tick labels a reader can read:
+    plain numbers (``0.01``, ``20``, ``300``) instead of powers like :math:`10^{-2}`, and, on an axis spanning two
+    decades or less, labelled minor ticks (``2``, ``3``, ``5``, ...), so a range inside one decade is not left with no
+    label at all. Returns ``ax``."""
+    if which not in ("x", "y", "both"):
+        raise ValueError(f"which must be 'x', 'y' or 'both', got {which!r}")
+    for name in ("x", "y") if which == "both" else (which,):
+        getattr(ax, f"set_{name}scale")("log")
+        axis = getattr(ax, f"{name}axis")
+        axis.set_major_formatter(_PlainLogFormatter())
+        axis.set_minor_formatter(_PlainLogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
+    return ax
+
+
+class _PlainLogFormatter(mticker.LogFormatter):
+    """matplotlib's choice of which log ticks to label, written as plain numbers (``%g``)."""
+
+    def _num_to_string(self, x, vmin, vmax):
+        return f"{x:g}"
 
 
 def plot_schedules(schedules: dict, figsize=(11, 3.2)):
@@ -91,7 +114,7 @@ def plot_schedules(schedules: dict, figsize=(11, 3.2)):
         ax.set_title(t)
         ax.set_xlabel("t / T")
         ax.grid(alpha=0.3)
-    axes[2].set_yscale("log")
+    log_axis(axes[2], "y")
     axes[0].legend()
     fig.tight_layout()
     return fig

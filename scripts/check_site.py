@@ -280,5 +280,42 @@ def move_sliders(root, page: str, chromium: str | None = None) -> list[dict]:
             browser.close()
 
 
+def open_solutions(root, page: str, chromium: str | None = None) -> dict:
+    """Open ``page`` of the built site and, for every exercise's solution (sphinx-exercise's ``.solution.dropdown``),
+    read whether its code cells are visible before and after a reader clicks its button; then fetch the page's
+    student- and full-edition download links as the browser would. Returns ``{"solutions": [{"label", "before",
+    "after", "cells"}], "exercises": n, "student": {"href", "status", "body"}, "full": {...}}`` (``before`` and
+    ``after``: whether any of the solution's cells is visible; a link that is missing is None)."""
+    from playwright.sync_api import sync_playwright
+
+    chromium = chromium or find_chromium()
+    if chromium is None:
+        raise FileNotFoundError("Chromium not found (install Debian's chromium package, or set MINIDIFF_CHROMIUM)")
+    with serve(Path(root).resolve()) as base, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
+        try:
+            tab = browser.new_page()
+            tab.goto(f"{base}/{page}", wait_until="load")
+            out = {"solutions": [], "exercises": tab.locator(".exercise.admonition").count()}
+            for sol in tab.locator(".solution.dropdown").all():
+                cells = sol.locator(".cell")
+                shown = lambda: any(c.is_visible() for c in cells.all())   # noqa: E731
+                before = shown()
+                sol.locator("button.toggle-button").first.click()
+                tab.wait_for_timeout(100)
+                out["solutions"].append({"label": sol.locator(".admonition-title").inner_text().strip(),
+                                         "before": before, "after": shown(), "cells": cells.count()})
+            for edition in ("student", "full"):
+                link = tab.locator(f"a.download-{edition}")
+                out[edition] = None
+                if link.count():
+                    href = link.first.get_attribute("href")
+                    resp = tab.request.get(urljoin(tab.url, href))
+                    out[edition] = {"href": href, "status": resp.status, "body": resp.text() if resp.ok else ""}
+            return out
+        finally:
+            browser.close()
+
+
 if __name__ == "__main__":
     sys.exit(main())

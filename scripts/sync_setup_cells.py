@@ -23,24 +23,30 @@ SETUP_TAG = "minidiff-setup"
 
 TEMPLATE = '''\
 # Setup: identical in every chapter (written by `make sync` from _config.yml).
-# Where minidiff is not installed (Colab, Kaggle, a bare Jupyter) it is installed from the repository at the ref the
-# launch buttons open; the runtime's own torch is used as it is, never reinstalled.
-# A browser disconnect leaves the runtime running: reconnect and go on. A runtime reset (or a timeout) erases the
-# runtime's disk and installed packages: run the chapter again from here; with config.use_google_drive() training
-# resumes from its last checkpoint and finished results are reloaded, because they live on your Drive.
+# Where minidiff is not installed (Colab, Kaggle, a bare Jupyter) it is installed from
+# the repository at the ref the launch buttons open; the runtime's own torch is used.
+# A browser disconnect leaves the runtime running: reconnect and go on. A runtime reset
+# (or a timeout) erases its disk and packages: run the chapter again from here; with
+# config.use_google_drive() training resumes from its last checkpoint and finished
+# results are reloaded, because they live on your Drive.
 import importlib, importlib.util, subprocess, sys
 REPO_URL, REF = "{url}", "{ref}"
 if importlib.util.find_spec("minidiff") is None:
-    pip = subprocess.run([sys.executable, "-m", "pip", "install", f"minidiff @ git+{{REPO_URL}}@{{REF}}"],
+    pip = subprocess.run([sys.executable, "-m", "pip", "install",
+                          f"minidiff @ git+{{REPO_URL}}@{{REF}}"],
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    print(pip.stdout if pip.returncode else pip.stdout.strip().rsplit("\\n", 1)[-1])   # pip's own words, errors included
+    # pip's own words, errors included
+    print(pip.stdout if pip.returncode else pip.stdout.strip().rsplit("\\n", 1)[-1])
     if pip.returncode:
-        raise RuntimeError(f"could not install minidiff from {{REPO_URL}}@{{REF}} (pip's errors are printed above); "
-                           "if the course lives in another repository or branch, set REPO_URL and REF in this cell")
+        raise RuntimeError(
+            f"could not install minidiff from {{REPO_URL}}@{{REF}} (pip's errors are "
+            "printed above); if the course lives in another repository or branch, set "
+            "REPO_URL and REF in this cell")
     importlib.invalidate_caches()
 
 from minidiff import config
-# config.use_google_drive()  # Colab: keep checkpoints and finished results on Drive, so they survive a runtime reset
+# Colab: keep checkpoints and finished results on Drive, so they survive a runtime reset
+# config.use_google_drive()
 P = config.get_profile()   # every size in this chapter comes from this profile
 print(config.banner("{chapter}"))'''
 

@@ -11,12 +11,14 @@ import shutil
 import sys
 from pathlib import Path
 
+import nbformat
 import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 import check_site  # noqa: E402
+import student_edition  # noqa: E402
 
 ARTIFACTS = Path(os.environ.get("MINIDIFF_ARTIFACTS", ROOT / "test-artifacts"))
 REPO_URL = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"]
@@ -106,3 +108,28 @@ def test_sliders_work_without_a_kernel(built_book):
             assert m["max"] >= 1
             assert m["after"]["src"] != m["before"]["src"], f"{page}: the slider moved but the image stayed"
             assert m["after"]["value"] != m["before"]["value"], f"{page}: the shown value did not change"
+
+
+@pytest.mark.book
+def test_solutions_hidden_until_clicked_and_both_editions_download(built_book):
+    """On every chapter page each exercise has a solution whose code and output stay hidden until the reader clicks
+    its button, and the page's two download links resolve: the student edition with one stub per exercise and no
+    solution left in it, and the full edition."""
+    _browser_or_skip()
+    for stem in CHAPTERS:
+        nb = nbformat.read(str(ROOT / "chapters" / f"{stem}.ipynb"), as_version=4)
+        n = len(student_edition.exercises(nb, stem))
+        r = check_site.open_solutions(built_book, f"chapters/{stem}.html")
+        assert r["exercises"] == n == len(r["solutions"]), f"{stem}: {r['exercises']} exercises, " \
+            f"{len(r['solutions'])} solutions on the page, {n} in the notebook"
+        for s in r["solutions"]:
+            assert s["cells"] >= 2, f"{stem}: {s['label']}: the solution's code cells are not inside it"
+            assert not s["before"], f"{stem}: {s['label']} is visible before its button is clicked"
+            assert s["after"], f"{stem}: {s['label']} stays hidden after its button is clicked"
+        assert r["student"] and r["student"]["status"] == 200, f"{stem}: student edition link: {r['student']}"
+        student = nbformat.reads(r["student"]["body"], as_version=4)
+        tags = [c.metadata.get("tags", []) for c in student.cells]
+        assert sum("exercise-stub" in t for t in tags) == n and not any("solution" in t for t in tags), stem
+        assert r["full"] and r["full"]["status"] == 200, f"{stem}: full edition link: {r['full']}"
+        full = nbformat.reads(r["full"]["body"], as_version=4)
+        assert sum("solution" in c.metadata.get("tags", []) for c in full.cells) >= n, stem

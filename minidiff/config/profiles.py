@@ -156,6 +156,7 @@ CI = derive(
     runtime_estimates=(),
     chapter_budget_s=60.0,
     chapter_budgets={},
+    progress=False,
 )
 
 # ----------------------------------------------------------------------------- gpu: full data, bigger models

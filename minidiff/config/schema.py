@@ -743,6 +743,9 @@ class Profile:
     # for named chapters (chapter 11 may take 15 minutes in ``cpu``)
     chapter_budget_s: float = 600.0
     chapter_budgets: Mapping[str, float] = field(default_factory=dict)
+    # progress bars on a chapter's sampling calls (``progress=P.progress``): on where sampling takes long enough to
+    # wonder (cpu, gpu), off in ci, whose runs take seconds
+    progress: bool = True
 
     def __post_init__(self):
         object.__setattr__(self, "runtime_s", MappingProxyType(dict(self.runtime_s)))
