@@ -108,6 +108,18 @@ def pytest_unconfigure(config):
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def _quiet(source: str) -> bool:
+    """Whether IPython would hide the value of a cell ending in ``;``. nbval runs cells without storing them in the
+    kernel's history, where IPython looks for that semicolon, so its outputs hold the value as well (a figure
+    returned by the last call appears twice); the website built from them drops it, as a live kernel does."""
+    from IPython.core.displayhook import DisplayHook
+
+    try:
+        return DisplayHook.semicolon_at_end_of_expression(source)
+    except Exception:   # noqa: BLE001  (a cell IPython's tokenizer cannot read: keep its outputs)
+        return False
+
+
 class _NotebookRuns:
     """What nbval executed in this session: per notebook, its parsed source and each code cell's outputs."""
 
@@ -136,6 +148,8 @@ class _NotebookRuns:
         for n, cell in enumerate(code):
             cell.execution_count = n + 1
             cell.outputs = self.outputs[path][n]
+            if _quiet(cell.source):       # what IPython shows for a cell ending in ';' (nbval loses it, below)
+                cell.outputs = [o for o in cell.outputs if o.get("output_type") != "execute_result"]
             for out in cell.outputs:
                 if out.get("output_type") == "execute_result":
                     out["execution_count"] = n + 1

@@ -177,6 +177,10 @@ def test_every_plot_has_a_numbered_caption_and_alt_text(nb_path):
         assert len(img.get("alt", "")) > 15, f"{where}: no alt text"
         # every display output of the cell is wrapped in the named figure: two figures would repeat the name
         assert _figures_opened(cell.source) == 1, f"{where}: one figure per cell (split the cell)"
+        # nor may the cell's value be shown next to its figure (a returned figure would appear twice)
+        last = ast.parse(cell.source).body[-1]
+        if isinstance(last, ast.Expr) and not cell.source.rstrip().endswith(";"):
+            assert _calls(last) & {"print", "tight_layout", "show"}, f"{where}: end the last line with ';'"
         names.append(fig["name"])
     assert len(names) == len(set(names)), f"{nb_path.stem}: figure names repeat"
     assert names, f"{nb_path.stem} draws no figure"
