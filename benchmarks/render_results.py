@@ -491,6 +491,28 @@ def kernels() -> str:
     return "".join(out)
 
 
+def ddp_scaling() -> str:
+    out = ["## Data parallelism on two CPU processes\n\n",
+           "Chapter 04's training step (the package's `Step`, DistributedDataParallel under `torchrun` over gloo) at "
+           "the `cpu` profile's global batch: one process with one thread, one process with two threads, and two "
+           "processes with one thread each, each configuration launched several times (median and range). The "
+           "all-reduce share is the time of one all-reduce of the gradients' bytes between the two processes, alone, "
+           "over a step: an upper bound of what DDP cannot overlap with the backward pass (chapter 12, section 6).\n\n"]
+    path = HERE.parent / "minidiff" / "assets" / "reference" / "ddp_scaling.json"
+    if not path.exists():
+        return "".join(out) + _missing("ddp", "python benchmarks/ddp_scaling.py")
+    d = json.loads(path.read_text())
+    out.append(_table(["processes x threads", "s / step", "images / s", "range", "speed-up", "all-reduce share"],
+                      [[f"{r['processes']} x {r['threads']}", float(r["step_s"]), float(r["images_per_s"]),
+                        "{:.0f}-{:.0f}".format(*r["images_per_s_range"]), f"{r['speedup']:.2f}x",
+                        f"{100 * r['allreduce_share']:.1f}%" if "allreduce_share" in r else "-"] for r in d["runs"]]))
+    out.append(f"\n{d['runs'][0]['params']:,} parameters: {d['gradient_bytes'] / 1e6:.2f} MB of fp32 gradients "
+               f"all-reduced per step; {d['steps']} timed steps per launch.\n\n"
+               f"*Measured {d['date']} on {d['machine']}, torch {d['torch']}; command `{d['command']}`; data "
+               "`minidiff/assets/reference/ddp_scaling.json`.*\n")
+    return "".join(out)
+
+
 GPU_CHECK_JSON = "gpu_check.json"
 
 
@@ -550,7 +572,7 @@ def render() -> str:
     return "\n".join([INTRO, time_to_quality(), unet_recipe(), unet_ablation(), dit_sweep(), ssl_sweep(),
                       latent_to_quality(),
                       recipe_vs_implementation(),
-                      train_throughput(), ssl(), kernels(), gpu_check(), ddpm_fid()])
+                      train_throughput(), ddp_scaling(), ssl(), kernels(), gpu_check(), ddpm_fid()])
 
 
 def main():

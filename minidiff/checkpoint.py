@@ -103,11 +103,12 @@ class Checkpointer:
     ``scaler``, ``sampler`` to objects with ``state_dict`` / ``load_state_dict`` (or None, or an object without them,
     which is skipped); ``last`` is the newest file written or resumed from."""
 
-    def __init__(self, folder, keep: int = 2):
+    def __init__(self, folder, keep: int = 2, write: bool = True):
         self.folder = Path(folder) if folder is not None else None
         self.keep = keep
+        self.write = write    # False: a reader (ranks > 0 of a data-parallel run resume from rank 0's files)
         self.last: Path | None = None
-        if self.folder is not None and self.folder.is_dir():   # half-written temp files of a run killed while saving
+        if self.folder is not None and self.folder.is_dir() and write:   # half-written temp files of a killed run
             for stale in self.folder.glob(".ckpt_*.tmp"):
                 with contextlib.suppress(OSError):
                     stale.unlink()
@@ -116,22 +117,31 @@ class Checkpointer:
         """Whether the newest checkpoint is the one of ``step`` (so there is nothing new to save)."""
         return self.last is not None and self.last.name == f"ckpt_{step:08d}.pt"
 
-    def save(self, parts: dict, *, step: int, history: dict, elapsed: float, config) -> Path | None:
-        """Write the checkpoint of ``step`` (atomically) and delete all but the newest ``keep`` files."""
+    def save(self, parts: dict, *, step: int, history: dict, elapsed: float, config,
+             rng_ranks: list | None = None) -> Path | None:
+        """Write the checkpoint of ``step`` (atomically) and delete all but the newest ``keep`` files.
+        ``rng_ranks``: every rank's RNG states of a data-parallel run, in rank order (restored rank by rank). A
+        reader (``write=False``) writes nothing and only notes the step, so :meth:`holds` agrees with the writer."""
         if self.folder is None:
+            return None
+        if not self.write:
+            self.last = self.folder / f"ckpt_{step:08d}.pt"
             return None
         state = {name: obj.state_dict() if hasattr(obj, "state_dict") else None for name, obj in parts.items()}
         state.update(step=step, history=history, rng=_rng_state(), elapsed=elapsed, config=_plain(asdict(config)))
+        if rng_ranks is not None:
+            state["rng_ranks"] = rng_ranks
         self.last = save_checkpoint(state, self.folder / f"ckpt_{step:08d}.pt")
         for old in list_checkpoints(self.folder)[:-self.keep]:
             with contextlib.suppress(OSError):
                 old.unlink()
         return self.last
 
-    def resume(self, parts: dict, config, map_location="cpu") -> dict | None:
+    def resume(self, parts: dict, config, map_location="cpu", rank: int = 0, world_size: int = 1) -> dict | None:
         """Load the newest readable checkpoint into ``parts`` and restore every RNG state; return the checkpoint
         (its ``step``, ``history`` and ``elapsed`` are the caller's to use), or None when there is none. Raises
-        :class:`CheckpointError` for a checkpoint of another run or one that does not fit ``parts``."""
+        :class:`CheckpointError` for a checkpoint of another run or one that does not fit ``parts``. Rank ``rank``
+        of a data-parallel run restores its own RNG states when the checkpoint holds ``world_size`` of them."""
         found = latest_checkpoint(self.folder, map_location=map_location) if self.folder is not None else None
         if found is None:
             return None
@@ -145,7 +155,8 @@ class Checkpointer:
                 obj.load_state_dict(saved)
             except (RuntimeError, ValueError, KeyError) as e:
                 raise CheckpointError(f"checkpoint {path} does not match this {name}: {e}") from None
-        _set_rng_state(state["rng"])
+        per_rank = state.get("rng_ranks")
+        _set_rng_state(per_rank[rank] if per_rank is not None and len(per_rank) == world_size else state["rng"])
         self.last = path
         return state
 

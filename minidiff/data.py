@@ -210,9 +210,15 @@ class TensorSampler:
 
     Draws indices from its own ``torch.Generator`` (CPU), whose state is saved in checkpoints, so a
     resumed run sees exactly the batches an uninterrupted run would. Each epoch is a fresh permutation.
+
+    Data parallel: ``batch_size`` is the *global* batch. With ``world_size`` ranks (by default those of the running
+    process group, :mod:`minidiff.distributed`), every rank draws the same global batch (same seed, same
+    generator) and keeps its own contiguous shard of ``batch_size / world_size`` examples, so the shards are
+    disjoint and together are the batch one process would draw.
     """
 
-    def __init__(self, *tensors: torch.Tensor, batch_size: int, seed: int = 0):
+    def __init__(self, *tensors: torch.Tensor, batch_size: int, seed: int = 0, rank: int | None = None,
+                 world_size: int | None = None):
         if not tensors:
             raise ValueError("TensorSampler needs at least one tensor")
         n = tensors[0].shape[0]
@@ -223,9 +229,23 @@ class TensorSampler:
                 raise ValueError(f"all tensors must have the same first dimension, got {[t.shape[0] for t in tensors]}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        from . import distributed
+
+        world_size = distributed.world_size() if world_size is None else world_size
+        rank = distributed.rank() if rank is None else rank
+        if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
+            raise ValueError(f"world_size must be a positive int, got {world_size!r}")
+        if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < world_size:
+            raise ValueError(f"rank must be an int in [0, world_size={world_size}), got {rank!r}")
         self.tensors = tensors
         self.n = n
         self.batch_size = min(batch_size, n)
+        if self.batch_size % world_size:
+            raise ValueError(f"the global batch of {self.batch_size} does not divide among {world_size} ranks: use a "
+                             f"batch_size that is a multiple of {world_size} (each rank gets batch_size / "
+                             f"{world_size} examples)")
+        self.rank, self.world_size = rank, world_size
+        self.local_batch = self.batch_size // world_size
         self.generator = torch.Generator().manual_seed(seed)
         self._perm = torch.randperm(n, generator=self.generator)
         self._pos = 0
@@ -239,6 +259,8 @@ class TensorSampler:
             self._pos = 0
         idx = self._perm[self._pos:self._pos + self.batch_size]
         self._pos += self.batch_size
+        if self.world_size > 1:     # this rank's contiguous shard of the global batch
+            idx = idx[self.rank * self.local_batch:(self.rank + 1) * self.local_batch]
         idx = idx.to(self.tensors[0].device)
         out = tuple(t[idx] for t in self.tensors)
         return out[0] if len(out) == 1 else out

@@ -32,6 +32,15 @@ with ``stopped == "time"``; to train longer, raise ``max_seconds`` (or ``steps``
 checkpoint of an interrupted call is redone on resume, and so is not counted twice. ``anneal_by_time`` follows the
 same cumulative clock.
 
+Data parallel: launched by ``torchrun --nproc_per_node=N`` the same call trains on N processes with PyTorch's
+``DistributedDataParallel`` (NCCL on GPUs, gloo on the CPU; :mod:`minidiff.distributed`): each rank computes the
+loss on its shard of the global batch, the gradients are averaged in ``backward``, rank 0 keeps the EMA, the
+progress bar and the checkpoints (with every rank's RNG states), every rank resumes from them, and a nan on one
+rank stops all. The loss function receives the DDP-wrapped model: call it (``m(x, t)``), as the diffusion losses do.
+Outside torchrun nothing changes. ``python -m minidiff.train --chapter 04_ddpm`` trains a chapter's model from its
+profile, so ``torchrun --nproc_per_node=2 -m minidiff.train --chapter 04_ddpm`` is data-parallel training in one
+line.
+
 Randomness: ``train`` draws from the global torch RNG (e.g. the noise of a diffusion loss, dropout) and leaves
 the data order to ``batches`` (a :class:`minidiff.data.TensorSampler` has its own seed). ``cfg.seed``, when given,
 seeds Python, NumPy and torch at the start of a fresh run; a resumed run restores the RNG states of its checkpoint
@@ -58,9 +67,10 @@ from typing import Callable, Iterator
 import torch
 from torch import nn
 
+from . import distributed
 from ._progress import tqdm
-from .checkpoint import (CheckpointError, Checkpointer, latest_checkpoint, list_checkpoints,  # noqa: F401
-                         load_checkpoint, save_checkpoint)
+from .checkpoint import (CheckpointError, Checkpointer, _rng_state, latest_checkpoint,  # noqa: F401
+                         list_checkpoints, load_checkpoint, save_checkpoint)
 from .config import seed_everything
 from .config.schema import TrainConfig
 
@@ -242,13 +252,16 @@ class Step:
         self.channels_last, self.grad_clip = cfg.channels_last, cfg.grad_clip
         if cfg.channels_last:
             model.to(memory_format=torch.channels_last)
-        self.forward_model = torch.compile(model) if cfg.compile else model   # shares parameters with model
+        # under torchrun: DistributedDataParallel around the model (gradients averaged over the ranks in backward)
+        self.world = distributed.world_size()
+        wrapped = distributed.wrap(model)
+        self.forward_model = torch.compile(wrapped) if cfg.compile else wrapped   # shares parameters with model
         if optimizer is None:
             fused = {"fused": True} if self.device.type == "cuda" else {}
             optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay,
                                           **fused)
         self.optimizer = optimizer
-        self.ema = EMA(model, cfg.ema_decay) if cfg.ema_decay is not None else None
+        self.ema = EMA(model, cfg.ema_decay) if cfg.ema_decay is not None and distributed.is_main() else None
 
     def __call__(self, batch, lr: float, n: int) -> float:
         for g in self.optimizer.param_groups:
@@ -263,7 +276,13 @@ class Step:
             raise TypeError(f"loss_fn must return a scalar tensor, got {type(loss).__name__} "
                             f"{tuple(loss.shape) if isinstance(loss, torch.Tensor) else ''}")
         loss_value = float(loss.detach())
-        if not math.isfinite(loss_value):
+        if self.world > 1:     # one all-reduce: the loss averaged over the ranks, and any rank's nan stops all
+            local = loss_value
+            loss_value, bad = distributed.mean_and_any(local, not math.isfinite(local))
+            if bad:
+                raise self._diverged(f"loss became nan or inf on at least one of {self.world} ranks (here {local})",
+                                     n, lr)
+        elif not math.isfinite(loss_value):
             raise self._diverged(f"loss became {loss_value}", n, lr)
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
@@ -311,11 +330,14 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, object], torch.Tensor]
     See the module docstring for checkpointing, resume, seeding and the nan guard.
     """
     _check_arguments(model, cfg, evaluate)
-    ckpt = Checkpointer(cfg.ckpt_dir, keep=cfg.keep)
+    parallel = distributed.setup()      # under torchrun: the process group (a no-op in one process)
+    main = distributed.is_main()
+    ckpt = Checkpointer(cfg.ckpt_dir, keep=cfg.keep, write=main)   # every rank reads, rank 0 writes
     step_fn = Step(model, loss_fn, cfg, optimizer, checkpointer=ckpt)
     parts = {"model": model, "ema": step_fn.ema, "optimizer": step_fn.optimizer, "scaler": step_fn.scaler,
              "sampler": batches}
-    resumed = ckpt.resume(parts, cfg, map_location=step_fn.device) if cfg.resume else None
+    resumed = ckpt.resume(parts, cfg, map_location=step_fn.device, rank=distributed.rank(),
+                          world_size=distributed.world_size()) if cfg.resume else None
     if resumed is None and cfg.seed is not None:
         seed_everything(cfg.seed)   # a fresh run; a resumed one got its RNG states back from the checkpoint
     start = resumed or {"step": 0, "history": {"step": [], "loss": [], "lr": [], "time": []}, "elapsed": 0.0}
@@ -325,13 +347,21 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, object], torch.Tensor]
         history.setdefault("eval", [])
     clock = Clock(float(start.get("elapsed", 0.0)))
     stopped, running = "steps", None
-    bar = tqdm(total=cfg.steps, initial=min(step, cfg.steps), desc=cfg.desc, disable=not cfg.progress,
+    bar = tqdm(total=cfg.steps, initial=min(step, cfg.steps), desc=cfg.desc, disable=not (cfg.progress and main),
                dynamic_ncols=True, leave=True)
+
+    def save():     # every rank takes part (its RNG states go into rank 0's file); rank 0 writes
+        with clock.paused():
+            ckpt.save(parts, step=step, history=history, elapsed=clock.elapsed(), config=cfg,
+                      rng_ranks=distributed.gather(_rng_state()) if parallel else None)
+
     model.train()
     clock.start()
     try:
         while step < cfg.steps:
             seconds = clock.elapsed()   # cumulative training time: earlier calls of a resumed run count too
+            if parallel and (cfg.max_seconds is not None or cfg.anneal_by_time):
+                seconds = distributed.mean(seconds)   # one clock for all ranks, so all stop at the same step
             if cfg.max_seconds is not None and seconds >= cfg.max_seconds:
                 stopped = "time"
                 break
@@ -346,18 +376,18 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, object], torch.Tensor]
             bar.update(1)
             if callback is not None:
                 callback(step, loss)
-            if evaluate is not None and step % cfg.eval_every == 0:
+            if evaluate is not None and step % cfg.eval_every == 0 and main:
                 _evaluate(evaluate, step, model, step_fn.ema, history, clock)
             if step % cfg.ckpt_every == 0 and step < cfg.steps:
-                with clock.paused():
-                    ckpt.save(parts, step=step, history=history, elapsed=clock.elapsed(), config=cfg)
-        if evaluate is not None and (not history["eval"] or history["eval"][-1]["step"] != step):
+                save()
+        if evaluate is not None and main and (not history["eval"] or history["eval"][-1]["step"] != step):
             _evaluate(evaluate, step, model, step_fn.ema, history, clock)
     finally:
         clock.stop()
         bar.close()
     if not ckpt.holds(step):
-        ckpt.save(parts, step=step, history=history, elapsed=clock.elapsed(), config=cfg)
+        save()
+    distributed.barrier()     # rank 0's last checkpoint is on disk before any rank returns
     model.eval()
     return TrainResult(model=model, ema=step_fn.ema.model if step_fn.ema else model, history=history, step=step,
                        stopped=stopped, seconds=clock.elapsed(), checkpoint=ckpt.last,
@@ -387,3 +417,60 @@ def _evaluate(evaluate, step: int, model: nn.Module, ema: EMA | None, history: d
         if not isinstance(res, dict):
             raise TypeError(f"evaluate must return a dict of numbers, got {type(res).__name__}")
         history["eval"].append({"step": step, "time": clock.elapsed(), **{k: float(v) for k, v in res.items()}})
+
+
+# ----------------------------------------------------------------------------- python -m minidiff.train
+
+def _chapter_04_ddpm(profile, device, steps: int | None, ckpt_dir, seed: int):
+    """Chapter 04's U-Net on its digits with eq. 14, as the chapter trains it (its profile's sizes)."""
+    from . import data
+    from .diffusion import ddpm, schedules
+    from .nets import UNet
+
+    D = profile.ddpm
+    train_set = data.load_images(D.dataset, "train", device=device)
+    sched = schedules.make_schedule(D.schedule, D.T).to(device)
+    torch.manual_seed(seed)             # the same initial weights on every rank (DDP also broadcasts rank 0's)
+    model = UNet(in_channels=train_set.x.shape[1], base_channels=D.base_channels, channel_mults=D.channel_mults,
+                 attention=D.attention, patch=D.patch).to(device)
+    cfg = D.train_config(desc="DDPM (chapter 04)", ckpt_dir=ckpt_dir, seed=seed,
+                         **({"steps": steps, "max_seconds": None} if steps else {}))
+    return train(model, lambda m, x: ddpm.ddpm_loss(m, sched, x, prediction=D.prediction, weighting=D.weighting),
+                 data.TensorSampler(train_set.x, batch_size=D.batch, seed=seed), cfg)
+
+
+CHAPTERS = {"04_ddpm": _chapter_04_ddpm}
+
+
+def main(argv=None) -> int:
+    """``python -m minidiff.train --chapter 04_ddpm [--steps N] [--ckpt-dir DIR]``: train a chapter's model from
+    its profile (``$MINIDIFF_PROFILE``). Under ``torchrun --nproc_per_node=N -m minidiff.train ...`` it trains
+    data-parallel on N processes; run again with the same folder, it resumes."""
+    import argparse
+
+    from . import config
+
+    ap = argparse.ArgumentParser(prog="python -m minidiff.train", description=main.__doc__.split("\n")[0])
+    ap.add_argument("--chapter", required=True, choices=sorted(CHAPTERS), help="whose model to train")
+    ap.add_argument("--steps", type=int, default=None, help="a step budget instead of the profile's (no time limit)")
+    ap.add_argument("--ckpt-dir", default=None, help="checkpoint folder (default: config.checkpoint_dir of the "
+                    "chapter's run; none in the ci profile)")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    if args.steps is not None and args.steps < 1:
+        ap.error(f"--steps must be positive, got {args.steps}")
+    parallel = distributed.setup()
+    profile = config.get_profile()
+    device = distributed.device() if parallel else config.device()
+    ckpt_dir = args.ckpt_dir or config.checkpoint_dir(f"{args.chapter}/torchrun")
+    run = CHAPTERS[args.chapter](profile, device, args.steps, ckpt_dir, args.seed)
+    if distributed.is_main():
+        world = distributed.world_size()
+        print(f"{args.chapter}: {run.step} steps in {run.seconds:.1f} s on {world} process{'es' * (world > 1)} "
+              f"({profile.name} profile, {device}); final loss {run.history['loss'][-1]:.4f}; "
+              f"checkpoint {run.checkpoint or 'not kept (no folder)'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
