@@ -146,6 +146,8 @@ def main(argv=None) -> int:
               "date": datetime.date.today().isoformat(), "machine": f"{os.cpu_count()} CPU cores, {platform.machine()}",
               "torch": torch.__version__, "profile": args.profile, "steps": args.steps, "runs": rows,
               "gradient_bytes": 4 * rows[0]["params"]}
+    for r in rows:                      # each run says how it was made, as every shipped reference run does
+        r.update(command=record["command"], date=record["date"])
     args.out.write_text(json.dumps(record, indent=1) + "\n")
     print(f"written {args.out}")
     return 0

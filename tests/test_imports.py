@@ -24,7 +24,7 @@ PKG = ROOT / "minidiff"
 # Lowest first. A module may import modules of its own layer and of lower ones, never of a higher one. A name is a
 # top-level module or subpackage of minidiff (a subpackage covers its modules); every one must be in a layer.
 LAYERS: list[tuple[str, ...]] = [
-    ("_checks", "_progress", "bench", "reference"),  # argument checks, progress bars, timing, reference runs
+    ("_checks", "_progress", "bench", "reference", "distributed"),  # checks, progress, timing, references, DDP
     ("config",),                                  # profiles, device, seeding, checkpoint folders
     ("kernels",),                                 # Triton kernels + torch references
     ("diffusion", "ssl", "nets"),                 # the math: losses, samplers, models
