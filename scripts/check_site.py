@@ -257,6 +257,21 @@ def move_sliders(root, page: str, chromium: str | None = None) -> list[dict]:
     """Open ``page`` of the built site and move every kernel-free slider (``.minidiff-slider``, see
     :class:`minidiff.viz.StaticSlider`) to its last position, as a reader dragging it would (an ``input`` event).
     Returns, per slider, the image source and the shown value before and after, and the slider's maximum."""
+    with _page(root, page, chromium) as tab:
+        out = []
+        for box in tab.locator(".minidiff-slider").all():
+            img, value, rng = box.locator("img"), box.locator(".minidiff-slider-value"), box.locator("input")
+            before = {"src": img.get_attribute("src"), "value": value.inner_text()}
+            top = rng.get_attribute("max")
+            rng.fill(top)                              # sets the value and fires input (and change)
+            out.append({"max": int(top), "before": before,
+                        "after": {"src": img.get_attribute("src"), "value": value.inner_text()}})
+        return out
+
+
+@contextlib.contextmanager
+def _page(root, page: str, chromium: str | None = None):
+    """``page`` of the built site at ``root``, served locally and open in headless Chromium; yields the tab."""
     from playwright.sync_api import sync_playwright
 
     chromium = chromium or find_chromium()
@@ -267,15 +282,7 @@ def move_sliders(root, page: str, chromium: str | None = None) -> list[dict]:
         try:
             tab = browser.new_page()
             tab.goto(f"{base}/{page}", wait_until="load")
-            out = []
-            for box in tab.locator(".minidiff-slider").all():
-                img, value, rng = box.locator("img"), box.locator(".minidiff-slider-value"), box.locator("input")
-                before = {"src": img.get_attribute("src"), "value": value.inner_text()}
-                top = rng.get_attribute("max")
-                rng.fill(top)                              # sets the value and fires input (and change)
-                out.append({"max": int(top), "before": before,
-                            "after": {"src": img.get_attribute("src"), "value": value.inner_text()}})
-            return out
+            yield tab
         finally:
             browser.close()
 
@@ -286,35 +293,24 @@ def open_solutions(root, page: str, chromium: str | None = None) -> dict:
     student- and full-edition download links as the browser would. Returns ``{"solutions": [{"label", "before",
     "after", "cells"}], "exercises": n, "student": {"href", "status", "body"}, "full": {...}}`` (``before`` and
     ``after``: whether any of the solution's cells is visible; a link that is missing is None)."""
-    from playwright.sync_api import sync_playwright
-
-    chromium = chromium or find_chromium()
-    if chromium is None:
-        raise FileNotFoundError("Chromium not found (install Debian's chromium package, or set MINIDIFF_CHROMIUM)")
-    with serve(Path(root).resolve()) as base, sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
-        try:
-            tab = browser.new_page()
-            tab.goto(f"{base}/{page}", wait_until="load")
-            out = {"solutions": [], "exercises": tab.locator(".exercise.admonition").count()}
-            for sol in tab.locator(".solution.dropdown").all():
-                cells = sol.locator(".cell")
-                shown = lambda: any(c.is_visible() for c in cells.all())   # noqa: E731
-                before = shown()
-                sol.locator("button.toggle-button").first.click()
-                tab.wait_for_timeout(100)
-                out["solutions"].append({"label": sol.locator(".admonition-title").inner_text().strip(),
-                                         "before": before, "after": shown(), "cells": cells.count()})
-            for edition in ("student", "full"):
-                link = tab.locator(f"a.download-{edition}")
-                out[edition] = None
-                if link.count():
-                    href = link.first.get_attribute("href")
-                    resp = tab.request.get(urljoin(tab.url, href))
-                    out[edition] = {"href": href, "status": resp.status, "body": resp.text() if resp.ok else ""}
-            return out
-        finally:
-            browser.close()
+    with _page(root, page, chromium) as tab:
+        out = {"solutions": [], "exercises": tab.locator(".exercise.admonition").count()}
+        for sol in tab.locator(".solution.dropdown").all():
+            cells = sol.locator(".cell")
+            shown = lambda: any(c.is_visible() for c in cells.all())   # noqa: E731
+            before = shown()
+            sol.locator("button.toggle-button").first.click()
+            tab.wait_for_timeout(100)
+            out["solutions"].append({"label": sol.locator(".admonition-title").inner_text().strip(),
+                                     "before": before, "after": shown(), "cells": cells.count()})
+        for edition in ("student", "full"):
+            link = tab.locator(f"a.download-{edition}")
+            out[edition] = None
+            if link.count():
+                href = link.first.get_attribute("href")
+                resp = tab.request.get(urljoin(tab.url, href))
+                out[edition] = {"href": href, "status": resp.status, "body": resp.text() if resp.ok else ""}
+        return out
 
 
 if __name__ == "__main__":
