@@ -190,7 +190,11 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=ROOT / "_build" / "student", help="folder (default _build/student)")
     args = ap.parse_args(argv)
-    paths = write_student_edition(args.out)
+    try:
+        paths = write_student_edition(args.out)
+    except ExerciseFormatError as e:           # a sentence naming the chapter and the exercise, not a traceback
+        print(f"!! no student edition: {e}", file=sys.stderr)
+        return 1
     n = sum(len(exercises(nbformat.read(str(p), as_version=4), p.stem)) for p in CHAPTERS)
     print(f">> student edition: {len(paths)} chapters, {n} exercises with their solutions replaced by stubs, "
           f"in {args.out}")
