@@ -7,11 +7,11 @@ import inspect
 import pytest
 import torch
 
-from minidiff.diffusion import ddim, ddpm, dpm_solver, score, sde
+from minidiff.diffusion import ddim, ddpm, dpm_solver, flow, score, sde
 from minidiff.diffusion.schedules import make_schedule
 
 SAMPLERS = [ddpm.sample, ddim.ddim_sample, dpm_solver.dpmpp_2m_sample, sde.euler_maruyama, sde.pc_sample,
-            sde.ode_sample, score.annealed_langevin]
+            sde.ode_sample, score.annealed_langevin, flow.flow_sample]
 DISCRETE = SAMPLERS[:3]
 
 
@@ -54,7 +54,8 @@ def test_samplers_run_with_the_shared_arguments_and_take_the_device_from_the_mod
             sde.euler_maruyama(net, sde.VPSDE(), shape, steps=5, **common),
             sde.pc_sample(net, sde.VPSDE(), shape, steps=5, **common),
             sde.ode_sample(net, sde.VPSDE(), shape, steps=5, **common),
-            score.annealed_langevin(net, score.geometric_sigmas(1.0, 0.1, 3), shape, steps=2, **common)]
+            score.annealed_langevin(net, score.geometric_sigmas(1.0, 0.1, 3), shape, steps=2, **common),
+            flow.flow_sample(net, flow.Path("linear"), shape, steps=3, method="heun", **common)]
     for x, traj in runs:
         assert x.shape == shape and x.device == net.w.device and traj and traj[0][1].shape == shape
     with pytest.raises(ValueError, match="ancestral sampling runs all T"):

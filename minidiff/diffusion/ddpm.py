@@ -184,11 +184,12 @@ r"""The keyword arguments every sampler of the package takes, last and in this o
 ``(model, schedule, shape, *, steps=..., <its own options>)``: :func:`sample`,
 :func:`minidiff.diffusion.ddim.ddim_sample`, :func:`minidiff.diffusion.dpm_solver.dpmpp_2m_sample`, the SDE samplers
 :func:`minidiff.diffusion.sde.euler_maruyama`, :func:`~minidiff.diffusion.sde.pc_sample`,
-:func:`~minidiff.diffusion.sde.ode_sample`, and :func:`minidiff.diffusion.score.annealed_langevin`.
+:func:`~minidiff.diffusion.sde.ode_sample`, :func:`minidiff.diffusion.score.annealed_langevin`, and the flow-matching
+sampler :func:`minidiff.diffusion.flow.flow_sample`.
 
 - ``model(x, t, **model_kwargs)``: the network (or a score function for the continuous samplers);
 - ``schedule``: the noise process it was trained on (a :class:`NoiseSchedule`, an :class:`~minidiff.diffusion.sde.SDE`,
-  or NCSN's noise levels);
+  NCSN's noise levels, or a flow-matching :class:`~minidiff.diffusion.flow.Path`);
 - ``shape``: the shape of the batch of samples;
 - ``steps``: the number of steps of the sampler's outer loop;
 - ``x_T``: the start (default: drawn from the prior with ``generator``); ``model_kwargs``: e.g. ``{"y": labels}``;

@@ -24,15 +24,16 @@ class _ResBlock(nn.Module):
 
 class TimeMLP(nn.Module):
     """``TimeMLP(dim=2)(x, t)`` maps points ``x`` (B, dim) and time steps ``t`` (B,) to a vector of the
-    same shape as ``x`` (the predicted noise, x0 or v). Residual blocks, each told the time step."""
+    same shape as ``x`` (the predicted noise, x0 or v). Residual blocks, each told the time step. ``time_scale``
+    multiplies ``t`` before its embedding (1000 for the continuous times in [0, 1] of chapter 13)."""
 
-    def __init__(self, dim: int = 2, hidden: int = 128, depth: int = 3):
+    def __init__(self, dim: int = 2, hidden: int = 128, depth: int = 3, time_scale: float = 1.0):
         super().__init__()
         if dim < 1 or hidden < 2 or depth < 1:
             raise ValueError(f"need dim >= 1, hidden >= 2, depth >= 1; got dim={dim}, hidden={hidden}, depth={depth}")
         self.dim = dim
         self.inp = nn.Linear(dim, hidden)
-        self.temb = TimestepEmbedder(hidden, freq_dim=min(64, hidden - hidden % 2))
+        self.temb = TimestepEmbedder(hidden, freq_dim=min(64, hidden - hidden % 2), scale=time_scale)
         self.blocks = nn.ModuleList(_ResBlock(hidden) for _ in range(depth))
         self.out = nn.Sequential(nn.LayerNorm(hidden), nn.SiLU(), nn.Linear(hidden, dim))
 

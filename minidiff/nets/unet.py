@@ -178,12 +178,14 @@ class UNet(nn.Module):
       middle; the all-zero sequence is the "no condition" input.
     - ``patch``: space-to-depth factor applied first (``pixel_unshuffle``), a cheap way to shrink the grid on CPU.
     - ``skip_connections``, ``time_conditioning``: ablation switches (module docstring).
+    - ``time_scale``: ``t`` is multiplied by it before the sinusoidal embedding: 1 for the integer steps of
+      chapter 04, 1000 for the continuous times in [0, 1] of flow matching (chapter 13).
     """
 
     def __init__(self, in_channels: int = 1, base_channels: int = 32, channel_mults=(1, 2, 2), num_res_blocks: int = 1,
                  attention: bool = True, dropout: float = 0.0, num_classes: int | None = None, out_channels: int | None = None,
                  patch: int = 1, cond_dim: int | None = None, skip_connections: bool = True,
-                 time_conditioning: str = "scale_shift", context_dim: int | None = None):
+                 time_conditioning: str = "scale_shift", context_dim: int | None = None, time_scale: float = 1.0):
         super().__init__()
         if patch < 1:
             raise ValueError(f"patch must be >= 1, got {patch}")
@@ -196,7 +198,8 @@ class UNet(nn.Module):
         self.num_classes = num_classes
         self.skip_connections = skip_connections
         emb_dim = 4 * base_channels
-        self.time_embed = TimestepEmbedder(emb_dim, freq_dim=base_channels * 2 if base_channels >= 16 else 32)
+        self.time_embed = TimestepEmbedder(emb_dim, freq_dim=base_channels * 2 if base_channels >= 16 else 32,
+                                           scale=time_scale)
         if sum(bool(c) for c in (num_classes, cond_dim, context_dim)) > 1:
             raise ValueError("give one of num_classes (labels), cond_dim (vectors) or context_dim (token sequences)")
         self.context_dim = context_dim
