@@ -568,9 +568,61 @@ def ddpm_fid() -> str:
     return "".join(out)
 
 
+def flow_vs_ddpm() -> str:
+    """Chapter 13's reference run (``benchmarks/flow_vs_ddpm.py``), shipped in ``minidiff/assets/reference``."""
+    out = ["## Flow matching against DDPM at equal wall time (chapter 13)\n\n",
+           "Chapter 04's U-Net (the `cpu` profile's `ddpm` network) trained for the same wall-clock seconds on 2 "
+           "threads with the same optimisation (the `cpu` profile's `flow` section), with flow matching (linear path, "
+           "logit-normal times) or with chapter 04's DDPM recipe (`benchmarks/flow_vs_ddpm.py`). Every deterministic "
+           "sampler of each model draws 500 digits from the same noise at each number of network calls; the flow "
+           "model then does one reflow round (couplings from its ODE, half the budget again of training on them). "
+           "FID: the mean over seeds with its 95% Student-t interval, and the range; the chord ratio (1 for "
+           "straight paths) is that of 16-call paths.\n\n"]
+    path = HERE.parent / "minidiff" / "assets" / "reference" / "flow_vs_ddpm.json"
+    if not path.exists():
+        return "".join(out) + _missing("flow vs DDPM", "python benchmarks/flow_vs_ddpm.py --seeds 0 1 2")
+    import statistics
+
+    sys.path.insert(0, str(HERE.parent))
+    from minidiff.reference import mean_ci
+
+    d = json.loads(path.read_text())
+    rows = []
+    for method in ("flow", "ddpm"):
+        rs = [r for r in d["runs"] if r["method"] == method]
+        if not rs:
+            continue
+        steps = int(statistics.median(r["steps"] for r in rs))
+        for sampler in dict.fromkeys(f["sampler"] for r in rs for f in r["fids"]):
+            for n in sorted({f["nfe"] for r in rs for f in r["fids"] if f["sampler"] == sampler}):
+                f = [x["fid"] for r in rs for x in r["fids"] if x["sampler"] == sampler and x["nfe"] == n]
+                rows.append([method, steps, sampler, n, len(f), str(mean_ci(f)), f"{min(f):.1f}-{max(f):.1f}"])
+        if all("reflow" in r for r in rs):
+            for n in sorted({x["nfe"] for r in rs for x in r["reflow"]["fids"]}):
+                f = [x["fid"] for r in rs for x in r["reflow"]["fids"] if x["nfe"] == n]
+                rows.append(["flow + reflow", int(statistics.median(r["reflow"]["steps"] for r in rs)),
+                             "flow Euler", n, len(f), str(mean_ci(f)), f"{min(f):.1f}-{max(f):.1f}"])
+    out.append(_table(["model", "training steps", "sampler", "network calls", "seeds", "FID (mean ± 95% CI)",
+                       "FID range"], rows))
+    chords = []
+    for method in ("flow", "ddpm"):
+        rs = [r for r in d["runs"] if r["method"] == method]
+        if rs:
+            chords.append(f"{method} ({rs[0]['path_sampler']}) {mean_ci([r['chord_ratio'] for r in rs]):.3f}")
+    rf = [r["reflow"] for r in d["runs"] if r["method"] == "flow" and "reflow" in r]
+    if rf:
+        chords.append(f"flow after reflow {mean_ci([r['chord_ratio'] for r in rf]):.3f}")
+        out.append(f"\nReflow's cost per run: {statistics.median(r['coupling_seconds'] for r in rf):.0f} s to draw "
+                   f"{rf[0]['pairs']:,} couplings ({rf[0]['coupling_steps']} Heun steps) and "
+                   f"{statistics.median(r['train_seconds'] for r in rf):.0f} s of training (medians).\n")
+    out.append(f"\nChord ratio of the sampled paths: {'; '.join(chords)}.\n")
+    out.append(_reference_footer(d, "flow_vs_ddpm", "Seed 0's digits (sampler and network calls)"))
+    return "".join(out)
+
+
 def render() -> str:
     return "\n".join([INTRO, time_to_quality(), unet_recipe(), unet_ablation(), dit_sweep(), ssl_sweep(),
-                      latent_to_quality(),
+                      flow_vs_ddpm(), latent_to_quality(),
                       recipe_vs_implementation(),
                       train_throughput(), ddp_scaling(), ssl(), kernels(), gpu_check(), ddpm_fid()])
 

@@ -463,3 +463,92 @@ def at_time(result: dict, seconds: float) -> tuple[int, float, dict]:
         raise ValueError("the run kept no snapshots (was it loaded without them?)")
     fit = [sn for sn in snaps if sn[1] <= seconds]
     return fit[-1] if fit else snaps[0]
+
+
+# ----------------------------------------------------------------------------- flow matching (chapter 13)
+
+def train_flow(model, path, x: torch.Tensor, *, cfg, batch_size: int, time_sampling: str = "logit_normal",
+               noise: torch.Tensor | None = None, seed: int = 0, evaluate=None):
+    r"""Fit a velocity field with the conditional flow-matching loss (:func:`minidiff.diffusion.flow.flow_loss`) on the
+    data ``x`` (on the model's device), with fresh noise each step, or, for reflow, with the coupled ``noise`` of
+    each row of ``x`` (:func:`minidiff.diffusion.flow.reflow_couplings`). ``cfg`` is a
+    :class:`minidiff.train.TrainConfig`; returns its :class:`~minidiff.train.TrainResult`::
+
+        run = train_flow(unet, "linear", x_train, cfg=P.flow.train_config(), batch_size=64)
+    """
+    from .diffusion import flow
+
+    path = flow.as_path(path)
+    if time_sampling not in flow.TIME_SAMPLINGS:
+        raise ValueError(f"time_sampling must be one of {flow.TIME_SAMPLINGS}, got {time_sampling!r}")
+    check_tensor(x, "x", floating=True)
+    if noise is None:
+        return train(model, lambda m, b: flow.flow_loss(m, path, b, time_sampling=time_sampling),
+                     TensorSampler(x, batch_size=batch_size, seed=seed), cfg, evaluate=evaluate)
+    check_tensor(noise, "noise", floating=True)
+    if noise.shape != x.shape:
+        raise ValueError(f"noise must pair one noise with each row of x: shape {tuple(x.shape)}, got "
+                         f"{tuple(noise.shape)}")
+    return train(model, lambda m, b: flow.flow_loss(m, path, b[0], noise=b[1], time_sampling=time_sampling),
+                 TensorSampler(x, noise.to(x.device), batch_size=batch_size, seed=seed), cfg, evaluate=evaluate)
+
+
+#: The deterministic samplers chapter 13 compares at equal network calls: name -> (model family, network calls of
+#: ``steps`` steps). Flow models use flow_sample; DDPM models DDIM (eta = 0) and DPM-Solver++(2M) (ODE).
+NFE_SAMPLERS = {"flow Euler": ("flow", lambda s: s), "flow Heun": ("flow", lambda s: 2 * s - 1),
+                "DDIM": ("ddpm", lambda s: s), "DPM-Solver++(2M)": ("ddpm", lambda s: s)}
+
+
+def sampler_steps(sampler: str, nfe: int) -> int | None:
+    """The steps of ``sampler`` (:data:`NFE_SAMPLERS`) that cost exactly ``nfe`` network calls, or ``None`` when none
+    does (Heun's calls are odd; DPM-Solver++(2M) needs 2 steps for its second order)."""
+    if sampler not in NFE_SAMPLERS:
+        raise ValueError(f"sampler must be one of {tuple(NFE_SAMPLERS)}, got {sampler!r}")
+    cost = NFE_SAMPLERS[sampler][1]
+    steps = next((s for s in range(1, nfe + 1) if cost(s) == nfe), None)
+    if sampler == "flow Heun" and steps == 1 or sampler == "DPM-Solver++(2M)" and nfe < 2:
+        return None                                    # one Heun step is an Euler step; 2M's first step is DDIM's
+    return steps
+
+
+def nfe_points(sampler: str, nfe) -> list[int]:
+    """The network-call counts at which chapter 13 evaluates ``sampler`` for the profile's ``nfe`` list: the list
+    itself, except Heun (``n - 1`` for each ``n >= 4``: its calls are odd) and DPM-Solver++(2M) (from 2 calls)."""
+    if sampler == "flow Heun":
+        return [n - 1 for n in nfe if n >= 4]
+    return [n for n in nfe if sampler_steps(sampler, n) is not None]
+
+
+def draw_nfe(sampler: str, model, process, shape, *, nfe: int, prediction: str = "eps", clip_x0: bool = True,
+             x_T: torch.Tensor | None = None, generator=None, batch: int = 500, progress: bool = False,
+             return_trajectory: bool = False):
+    """``shape[0]`` samples of ``model`` with ``sampler`` (:data:`NFE_SAMPLERS`) at ``nfe`` network calls,
+    ``batch`` at a time, clamped to [-1, 1] on the CPU. ``process`` is the flow :class:`~minidiff.diffusion.flow.Path`
+    or the DDPM :class:`~minidiff.diffusion.schedules.NoiseSchedule`; ``prediction`` and ``clip_x0`` are the DDPM
+    samplers'. ``x_T`` fixes the starting noise (the same for every sampler: a fair comparison). With
+    ``return_trajectory`` also the first batch's trajectory."""
+    from .diffusion import ddim, dpm_solver, flow
+
+    steps = sampler_steps(sampler, nfe)
+    if steps is None:
+        raise ValueError(f"{sampler} cannot spend exactly {nfe} network calls")
+    n = int(shape[0])
+    if x_T is None:
+        x_T = torch.randn(tuple(shape), generator=generator)
+    out, traj = [], None
+    for i in range(0, n, batch):
+        m = min(batch, n - i)
+        common = dict(steps=steps, x_T=x_T[i:i + m], progress=progress, return_trajectory=return_trajectory and i == 0)
+        with torch.no_grad():
+            if sampler.startswith("flow"):
+                r = flow.flow_sample(model, process, (m, *shape[1:]), method=sampler.split()[1].lower(), **common)
+            elif sampler == "DDIM":
+                r = ddim.ddim_sample(model, process, (m, *shape[1:]), prediction=prediction, clip_x0=clip_x0, **common)
+            else:
+                r = dpm_solver.dpmpp_2m_sample(model, process, (m, *shape[1:]), sde=False, prediction=prediction,
+                                               clip_x0=clip_x0, **common)
+        if isinstance(r, tuple):
+            r, traj = r
+        out.append(r.clamp(-1, 1).cpu())
+    x = torch.cat(out)
+    return (x, traj) if return_trajectory else x

@@ -105,7 +105,8 @@ def test_book_builds_with_executed_chapter_and_colab_link(built_book):
 # ----------------------------------------------------------------------------- long cells talk
 # what a loop may repeat only under an overall progress bar: trainings and image samplers
 _LONG_CALLS = {"train", "train_ddpm", "train_noisy_classifier", "cached", "sample", "ddim_sample", "dpmpp_2m_sample",
-               "euler_maruyama", "pc_sample", "ode_sample", "annealed_langevin", "run_variant", "run_recipe"}
+               "euler_maruyama", "pc_sample", "ode_sample", "annealed_langevin", "run_variant", "run_recipe",
+               "train_flow", "flow_sample", "draw_nfe", "reflow_couplings"}
 
 
 def _calls(node) -> set:

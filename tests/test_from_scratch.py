@@ -25,6 +25,7 @@ RECREATES = {
     "10_latent_and_guidance": {"guided", "classifier_guided"},
     "11_ssl_meets_diffusion": {"loss", "alignment_loss", "REPA"},
     "12_kernels_and_speed": {"modulate", "sampler_update", "layernorm_modulate"},
+    "13_flow_matching": {"interpolate", "flow_loss", "flow_sample"},
 }
 
 
@@ -80,6 +81,7 @@ MUTATIONS = {
     "10_latent_and_guidance": ("eps_uncond + w * (eps_cond - eps_uncond)", "eps_cond + w * (eps_cond - eps_uncond)"),
     "11_ssl_meets_diffusion": ("-F.cosine_similarity(proj(h), y, dim=-1)", "F.cosine_similarity(proj(h), y, dim=-1)"),
     "12_kernels_and_speed": ("x * (1 + s) + t", "x * s + t"),
+    "13_flow_matching": ("t), t) - (eps - x0)) ** 2", "t), t) - (x0 - eps)) ** 2"),  # the velocity's sign
 }
 
 

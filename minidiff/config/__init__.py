@@ -21,7 +21,7 @@ from .profiles import CI, CPU, GPU, PROFILES, derive, with_overrides  # noqa: F4
 from .runtime import (CHECKPOINT_ENV, DEVICE_ENV, PROFILE_ENV, SMOKE_ENV, SMOKE_FIELDS, SMOKE_MAX_SECONDS,  # noqa: F401
                       banner, chapter_runtime, checkpoint_dir, device, get_profile, profile_name, runtime_text,
                       seed_everything, set_checkpoint_dir, smoke, smoke_kind, smoke_profile, use_google_drive)
-from .schema import (PROFILE_NAMES, TRAIN_FIELDS, DiTChapterConfig, GuidanceChapterConfig,  # noqa: F401
+from .schema import (PROFILE_NAMES, TRAIN_FIELDS, DiTChapterConfig, FlowChapterConfig, GuidanceChapterConfig,  # noqa: F401
                      ImageDiffusionConfig, KernelsChapterConfig, Profile, RotationConfig, SamplingConfig, SSLConfig,
                      SSLDiffusionConfig, ToyDiffusionConfig, TrainConfig, UNetChapterConfig, VAEConfig)
 

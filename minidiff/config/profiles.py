@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import is_dataclass, replace
 
-from .schema import (DiTChapterConfig, GuidanceChapterConfig, ImageDiffusionConfig, KernelsChapterConfig, Profile,
+from .schema import (DiTChapterConfig, FlowChapterConfig, GuidanceChapterConfig, ImageDiffusionConfig, KernelsChapterConfig, Profile,
                      RotationConfig, SamplingConfig, SSLConfig, SSLDiffusionConfig, ToyDiffusionConfig,
                      UNetChapterConfig, VAEConfig)
 
@@ -111,9 +111,18 @@ CPU = Profile(
                                      sampler="ddim"),
     kernels=KernelsChapterConfig(check_images=(4, 1, 28, 28), check_tokens=(2, 16, 64), check_groups=(2, 16, 7, 7, 4),
                                  timing_numel=(2 ** 12, 2 ** 16, 2 ** 20, 2 ** 22), reps=20),
+    # chapter 04's U-Net (section ddpm) trained twice for the same 150 s, with flow matching and with chapter 04's
+    # DDPM recipe; fp32 for both (bf16's speed differs between CPUs); benchmarks/flow_vs_ddpm.py: 3 seeds
+    flow=FlowChapterConfig(toy_dataset="moons", toy_points=8192, toy_hidden=128, toy_depth=3, toy_batch=512,
+                           toy_steps=2000, toy_lr=2e-3, toy_paths=("linear", "vp"), reflow_pairs=8192,
+                           reflow_steps=1000, coupling_steps=16, dataset="mnist5k", path="linear",
+                           time_sampling="logit_normal", amp="off", batch=64, steps=100_000, max_seconds=150.0,
+                           anneal_by_time=True, lr=2e-3, warmup=100, ema_decay=0.995, nfe=(1, 2, 4, 8, 16),
+                           n_samples=500, trajectory_samples=100),
     runtime_s={"01_rotation": 270, "02_contrastive": 450, "03_vae": 360, "04_ddpm": 480, "05_sampling": 480,
                "06_score_matching": 60, "07_sde": 330, "08_unet": 390, "09_dit": 390, "10_latent_and_guidance": 480,
-               "11_ssl_meets_diffusion": 525, "12_kernels_and_speed": 20},
+               "11_ssl_meets_diffusion": 525, "12_kernels_and_speed": 20,
+               "13_flow_matching": 480},
     runtime_on="2 CPU cores",
     chapter_budget_s=600.0,
     # the course's thesis, tested live: run alone (training chapter 02's encoder and chapter 10's autoencoder
@@ -150,9 +159,14 @@ CI = derive(
     ssl_diffusion=dict(T=50, unet_channels=16, steps=100, lr=3e-3, warmup=30, ema_decay=0.99, rdm_steps=200, ae_width=16,
                        ae_steps=100, ae_lr=3e-3, n_samples=100, sample_steps=15),
     kernels=dict(timing_numel=(2 ** 12, 2 ** 16, 2 ** 20), reps=10),
+    flow=dict(toy_points=4096, toy_hidden=64, toy_depth=2, toy_batch=256, toy_steps=600, toy_lr=3e-3,
+              reflow_pairs=2048, reflow_steps=400, coupling_steps=8, steps=300, max_seconds=None,
+              anneal_by_time=False, lr=3e-3, warmup=30, ema_decay=0.99, nfe=(1, 2, 4, 8), n_samples=200,
+              trajectory_samples=50),
     runtime_s={"01_rotation": 45, "02_contrastive": 55, "03_vae": 35, "04_ddpm": 45, "05_sampling": 50,
                "06_score_matching": 15, "07_sde": 35, "08_unet": 50, "09_dit": 40, "10_latent_and_guidance": 55,
-               "11_ssl_meets_diffusion": 55, "12_kernels_and_speed": 10},
+               "11_ssl_meets_diffusion": 55, "12_kernels_and_speed": 10,
+               "13_flow_matching": 45},
     runtime_estimates=(),
     chapter_budget_s=60.0,
     chapter_budgets={},
@@ -189,16 +203,20 @@ GPU = derive(
                   ema_decay=0.999, ae_width=64, ae_steps=3000, ae_lr=1e-3, latent_base_channels=128, clip_batch=256,
                   clip_steps=2000, text_max_seconds=240.0, clf_base_channels=64, clf_max_seconds=120.0,
                   n_samples=1000, sample_steps=50),
+    flow=dict(toy_points=16384, toy_hidden=256, toy_depth=4, toy_batch=1024, toy_steps=4000, toy_lr=1e-3,
+              reflow_pairs=16384, reflow_steps=2000, coupling_steps=32, dataset="mnist", amp="auto", batch=256,
+              max_seconds=300.0, lr=1e-3, warmup=200, ema_decay=0.999, nfe=(1, 2, 4, 8, 16, 32), n_samples=2000),
     ssl_diffusion=dict(dataset="mnist", unet_channels=128, batch=128, steps=4000, warmup=200, ema_decay=0.999,
                        amp="auto",
                        live_recipes=SSLDiffusionConfig.RECIPES, rdm_steps=4000, ae_width=64, ae_steps=3000,
                        ae_lr=1e-3, n_samples=1000, sample_steps=50),
     runtime_s={"01_rotation": 720, "02_contrastive": 1200, "03_vae": 600, "04_ddpm": 900, "05_sampling": 1080,
                "06_score_matching": 60, "07_sde": 1080, "08_unet": 840, "09_dit": 1200, "10_latent_and_guidance": 1080,
-               "11_ssl_meets_diffusion": 1200, "12_kernels_and_speed": 120},
+               "11_ssl_meets_diffusion": 1200, "12_kernels_and_speed": 120,
+               "13_flow_matching": 900},
     runtime_on="a Colab T4",
     runtime_estimates=("03_vae", "08_unet", "09_dit", "10_latent_and_guidance", "11_ssl_meets_diffusion",
-                       "12_kernels_and_speed"),
+                       "12_kernels_and_speed", "13_flow_matching"),
     chapter_budget_s=1200.0,
     chapter_budgets={},
 )

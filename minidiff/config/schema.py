@@ -716,6 +716,64 @@ class KernelsChapterConfig(Section):
 
 
 @dataclass(frozen=True)
+class FlowChapterConfig(Trains):
+    """Chapter 13: flow matching on 2-D toys and on digits.
+
+    The toy part trains a time-conditioned MLP with flow matching (``toy_*``) on each path of ``toy_paths``, then one
+    reflow round: ``reflow_pairs`` couplings drawn with ``coupling_steps`` Heun steps, and ``reflow_steps`` more
+    training steps. The digit part trains chapter 04's U-Net (the profile's ``ddpm`` network) twice with the same
+    optimisation and the same wall-clock budget (``max_seconds``; ``steps`` caps it): once with flow matching on the
+    ``path`` with ``time_sampling`` times, once with chapter 04's DDPM objective (the profile's ``ddpm`` recipe), and
+    compares FID at ``nfe`` network calls on ``n_samples`` samples. The multi-seed comparison is the reference run
+    ``flow_vs_ddpm`` (benchmarks/flow_vs_ddpm.py)."""
+
+    _SUMMARY = ("toy {toy_dataset} ({toy_points} points), MLP {toy_hidden}x{toy_depth}, {toy_steps} steps, reflow "
+                "{reflow_pairs} pairs x {reflow_steps} steps | digits: {path} path, {time_sampling} times | "
+                "{training} | NFE ({nfe}) | {n_samples} samples")
+
+    PATHS = ("linear", "cosine", "vp")
+    TIME_SAMPLINGS = ("uniform", "logit_normal")
+
+    toy_dataset: str = "moons"
+    toy_points: int = 8192
+    toy_hidden: int = 128
+    toy_depth: int = 3
+    toy_batch: int = 512
+    toy_steps: int = 2000
+    toy_lr: float = 2e-3
+    toy_paths: tuple[str, ...] = ("linear", "vp")
+    reflow_pairs: int = 8192
+    reflow_steps: int = 1000
+    coupling_steps: int = 16
+    dataset: str = "mnist5k"
+    path: str = "linear"
+    time_sampling: str = "logit_normal"
+    amp: str = "off"
+    batch: int = 64
+    steps: int = 100_000
+    max_seconds: float | None = 150.0
+    anneal_by_time: bool = True
+    lr: float = 2e-3
+    warmup: int = 100
+    ema_decay: float = 0.995
+    nfe: tuple[int, ...] = (1, 2, 4, 8, 16)
+    n_samples: int = 500
+    trajectory_samples: int = 100
+
+    def __post_init__(self):
+        bad = [p for p in (self.path, *self.toy_paths) if p not in self.PATHS]
+        if bad or not self.toy_paths:
+            raise ValueError(f"FlowChapterConfig paths must be among {self.PATHS}, got path={self.path!r}, "
+                             f"toy_paths={self.toy_paths!r}")
+        if self.time_sampling not in self.TIME_SAMPLINGS:
+            raise ValueError(f"FlowChapterConfig.time_sampling must be one of {self.TIME_SAMPLINGS}, got "
+                             f"{self.time_sampling!r}")
+        if not self.nfe or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in self.nfe) \
+                or list(self.nfe) != sorted(set(self.nfe)):
+            raise ValueError(f"FlowChapterConfig.nfe must be increasing positive ints, got {self.nfe!r}")
+
+
+@dataclass(frozen=True)
 class Profile:
     """All sizes for one budget. Immutable: use :func:`dataclasses.replace` to experiment."""
 
@@ -734,6 +792,7 @@ class Profile:
     guidance: GuidanceChapterConfig = field(default_factory=GuidanceChapterConfig)
     ssl_diffusion: SSLDiffusionConfig = field(default_factory=SSLDiffusionConfig)
     kernels: KernelsChapterConfig = field(default_factory=KernelsChapterConfig)
+    flow: FlowChapterConfig = field(default_factory=FlowChapterConfig)
     # expected runtime (s) of each chapter on the machine ``runtime_on``; the banner says it in words
     # (minidiff.config.runtime.runtime_text); chapters in ``runtime_estimates`` were estimated, not measured
     runtime_s: Mapping[str, float] = field(default_factory=dict)
