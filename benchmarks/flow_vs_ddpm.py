@@ -1,13 +1,15 @@
 """Chapter 13's reference run: flow matching against DDPM with the same U-Net and the same wall-clock budget, over seeds.
 
-    .venv/bin/python benchmarks/flow_vs_ddpm.py --seeds 0 1 2       # the shipped run: 150 s a model, about 30 min
+    .venv/bin/python benchmarks/flow_vs_ddpm.py --seeds 0 1 2       # the shipped run: 150 s a model, about 40 min
     .venv/bin/python benchmarks/flow_vs_ddpm.py --table             # the table of every run recorded so far
 
 Each run trains chapter 04's U-Net (the ``cpu`` profile's ``ddpm`` network) on the 4,000 MNIST-5k training digits for
 ``--budget`` seconds in a fresh process limited to ``--threads`` threads, with the ``cpu`` profile's chapter-13
 optimisation (section ``flow``: batch, learning rate annealed by the clock, EMA), either with flow matching (the
-section's path and time sampling) or with chapter 04's DDPM objective (section ``ddpm``: schedule, T, prediction,
-loss weighting). Then every deterministic sampler of its family (``minidiff.recipes.NFE_SAMPLERS``: flow Euler and
+section's path and time sampling) or with chapter 04's DDPM objective (section ``ddpm``: schedule, T, loss
+weighting), predicting chapter 04's epsilon (method ``ddpm``) or v (``ddpm-v``, Salimans & Ho 2022: a few-step
+sampler's first step then has a well-defined clean-image estimate, where epsilon's divides by a nearly zero
+:math:`\sqrt{\bar\alpha}`). Then every deterministic sampler of its family (``minidiff.recipes.NFE_SAMPLERS``: flow Euler and
 Heun; DDIM and DPM-Solver++(2M)) draws ``--samples`` digits from the same noise at each number of network calls of
 the section's ``nfe``, and the feature FID against the 1,000 held-out digits is recorded, with the straightness of
 the sampled paths (16 calls). The flow run then does one reflow round: couplings from its ODE (Heun, the section's
@@ -32,7 +34,9 @@ sys.path.insert(0, str(HERE.parent))
 
 from unet_recipe import add_sweep_args, load_runs, record_run, run_worker, save_grid  # noqa: E402
 
-METHODS = ("flow", "ddpm")
+METHODS = ("flow", "ddpm", "ddpm-v")
+#: the DDPM runs' prediction target: chapter 04's (the cpu profile's ddpm section, epsilon) or v (Salimans & Ho)
+PREDICTION = {"ddpm": None, "ddpm-v": "v"}
 REFLOW_NFE = (1, 2, 4)
 
 
@@ -74,6 +78,7 @@ def worker(method: str, seed: int, budget: float, samples: int) -> dict:
     x = data.load_images(F.dataset, "train", profile="cpu").x
     reference = metrics.Reference(data.load_images(F.dataset, "test", profile="cpu").x)
     cfg = F.train_config(max_seconds=budget, seed=seed, progress=False)
+    prediction = PREDICTION.get(method) or D.prediction
     if method == "flow":
         process = flow.Path(F.path)
         net = unet(P, 1000.0)
@@ -82,23 +87,24 @@ def worker(method: str, seed: int, budget: float, samples: int) -> dict:
     else:
         process = schedules.make_schedule(D.schedule, D.T)
         net = unet(P, 1.0)
-        run = recipes.train_ddpm(net, process, x, cfg=cfg, batch_size=F.batch, prediction=D.prediction,
+        run = recipes.train_ddpm(net, process, x, cfg=cfg, batch_size=F.batch, prediction=prediction,
                                  weighting=D.weighting, seed=seed)
     ema = run.ema.eval()
     x_T = torch.randn(samples, *x.shape[1:], generator=torch.Generator().manual_seed(1000 + seed))
     fids, grids = [], {}
     for sampler, (family, _) in recipes.NFE_SAMPLERS.items():
-        if family != method:
+        if family != method.split("-")[0]:
             continue
         for n in recipes.nfe_points(sampler, F.nfe):
             t0 = time.perf_counter()
-            s = recipes.draw_nfe(sampler, ema, process, tuple(x_T.shape), nfe=n, prediction=D.prediction, x_T=x_T)
+            s = recipes.draw_nfe(sampler, ema, process, tuple(x_T.shape), nfe=n, prediction=prediction, x_T=x_T)
             fids.append({"sampler": sampler, "nfe": n, "fid": metrics.fid(s, reference),
                          "seconds": time.perf_counter() - t0})
             grids[(sampler, n)] = s[:32]
     main_sampler = "flow Euler" if method == "flow" else "DDIM"
-    chord, straight = _paths(main_sampler, ema, process, x_T[:100], D.prediction)
-    out = {"method": method, "seed": seed, "budget_s": budget, "threads": torch.get_num_threads(),
+    chord, straight = _paths(main_sampler, ema, process, x_T[:100], prediction)
+    out = {"method": method, "prediction": prediction if method != "flow" else "velocity", "seed": seed,
+           "budget_s": budget, "threads": torch.get_num_threads(),
            "params": count_parameters(net), "steps": run.step, "train_seconds": run.seconds,
            "final_loss": float(sum(run.history["loss"][-50:]) / len(run.history["loss"][-50:])),
            "fids": fids, "path_sampler": main_sampler, "chord_ratio": chord, "straightness": straight,
@@ -141,7 +147,7 @@ def table(runs: list[dict]) -> str:
             continue
         lines.append(f"{method}: {len(rs)} seed(s), {sum(r['steps'] for r in rs) / len(rs):.0f} steps in "
                      f"{sum(r['train_seconds'] for r in rs) / len(rs):.0f} s, chord ratio "
-                     f"{mean_ci([r['chord_ratio'] for r in rs])}")
+                     f"{mean_ci([r['chord_ratio'] for r in rs]):.3f}")
         for sampler in dict.fromkeys(f["sampler"] for f in rs[0]["fids"]):
             cells = [f"{n:>3}: {mean_ci([fid_at(r, sampler, n) for r in rs])}"
                      for n in dict.fromkeys(f["nfe"] for f in rs[0]["fids"] if f["sampler"] == sampler)]
@@ -186,7 +192,9 @@ def main():
             if seed == 0:                       # the chapter shows seed 0's digits
                 for (sampler, n), g in grids.items():
                     if n in (1, 4, 16):
-                            save_grid(g, HERE / "results" / f"flow_vs_ddpm_{sampler.replace(' ', '_')}_{n}.png")
+                            label = sampler.replace(" ", "_").replace("++(2M)", "")
+                        label = label if method == "flow" else f"{method}_{label}"
+                        save_grid(g, HERE / "results" / f"flow_vs_ddpm_{label}_{n}.png")
             r["date"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
             r["command"] = (f"python benchmarks/flow_vs_ddpm.py --methods {method} --seeds {seed} --budget "
                             f"{args.budget:g} --threads {args.threads} --samples {args.samples}")

@@ -573,7 +573,8 @@ def flow_vs_ddpm() -> str:
     out = ["## Flow matching against DDPM at equal wall time (chapter 13)\n\n",
            "Chapter 04's U-Net (the `cpu` profile's `ddpm` network) trained for the same wall-clock seconds on 2 "
            "threads with the same optimisation (the `cpu` profile's `flow` section), with flow matching (linear path, "
-           "logit-normal times) or with chapter 04's DDPM recipe (`benchmarks/flow_vs_ddpm.py`). Every deterministic "
+           "logit-normal times) or with chapter 04's DDPM recipe, predicting epsilon as chapter 04 does or v "
+           "(`benchmarks/flow_vs_ddpm.py`). Every deterministic "
            "sampler of each model draws 500 digits from the same noise at each number of network calls; the flow "
            "model then does one reflow round (couplings from its ODE, half the budget again of training on them). "
            "FID: the mean over seeds with its 95% Student-t interval, and the range; the chord ratio (1 for "
@@ -588,7 +589,8 @@ def flow_vs_ddpm() -> str:
 
     d = json.loads(path.read_text())
     rows = []
-    for method in ("flow", "ddpm"):
+    label = {"flow": "flow", "ddpm": "DDPM, eps", "ddpm-v": "DDPM, v"}
+    for method in label:
         rs = [r for r in d["runs"] if r["method"] == method]
         if not rs:
             continue
@@ -596,7 +598,7 @@ def flow_vs_ddpm() -> str:
         for sampler in dict.fromkeys(f["sampler"] for r in rs for f in r["fids"]):
             for n in sorted({f["nfe"] for r in rs for f in r["fids"] if f["sampler"] == sampler}):
                 f = [x["fid"] for r in rs for x in r["fids"] if x["sampler"] == sampler and x["nfe"] == n]
-                rows.append([method, steps, sampler, n, len(f), str(mean_ci(f)), f"{min(f):.1f}-{max(f):.1f}"])
+                rows.append([label[method], steps, sampler, n, len(f), str(mean_ci(f)), f"{min(f):.1f}-{max(f):.1f}"])
         if all("reflow" in r for r in rs):
             for n in sorted({x["nfe"] for r in rs for x in r["reflow"]["fids"]}):
                 f = [x["fid"] for r in rs for x in r["reflow"]["fids"] if x["nfe"] == n]
@@ -605,10 +607,10 @@ def flow_vs_ddpm() -> str:
     out.append(_table(["model", "training steps", "sampler", "network calls", "seeds", "FID (mean ± 95% CI)",
                        "FID range"], rows))
     chords = []
-    for method in ("flow", "ddpm"):
+    for method in label:
         rs = [r for r in d["runs"] if r["method"] == method]
         if rs:
-            chords.append(f"{method} ({rs[0]['path_sampler']}) {mean_ci([r['chord_ratio'] for r in rs]):.3f}")
+            chords.append(f"{label[method]} ({rs[0]['path_sampler']}) {mean_ci([r['chord_ratio'] for r in rs]):.3f}")
     rf = [r["reflow"] for r in d["runs"] if r["method"] == "flow" and "reflow" in r]
     if rf:
         chords.append(f"flow after reflow {mean_ci([r['chord_ratio'] for r in rf]):.3f}")

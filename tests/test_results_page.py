@@ -495,3 +495,34 @@ def test_chapter11_sweep_section_is_the_generated_one():
     assert cells == [mod.section()], "run: python scripts/ch11_sweep_section.py"
     nb = json.loads(mod.NOTEBOOK.read_text())
     assert mod.summary_of(nb).rstrip("\n") == mod.summary_bullet(), "run: python scripts/ch11_sweep_section.py"
+
+
+def test_chapter13_reference_run_is_the_profiles_recipe_over_three_seeds():
+    """Chapter 13 plots minidiff/assets/reference/flow_vs_ddpm.json and asserts its sentences against it (in every
+    profile, under nbval). Here: the file is a fair comparison of the recipe the chapter describes. Every model trained
+    for the same budget, the cpu profile's ``flow.max_seconds``, over the same three seeds; the recipe recorded is
+    the profile's (a changed profile needs a rerun); and each model was scored at every network-call count of the
+    profile."""
+    from minidiff import config, recipes
+    from minidiff.reference import load
+
+    d = load("flow_vs_ddpm")
+    F = config.get_profile("cpu").flow
+    rec = d["recipe"]["flow"]
+    for k, v in rec.items():
+        got = getattr(F, k)
+        assert (list(got) if isinstance(got, tuple) else got) == v, f"flow.{k}: profile {got!r}, reference {v!r}"
+    for method in ("flow", "ddpm", "ddpm-v"):
+        rs = [r for r in d["runs"] if r["method"] == method]
+        assert sorted(r["seed"] for r in rs) == [0, 1, 2], method
+        for r in rs:
+            assert r["budget_s"] == F.max_seconds and abs(r["train_seconds"] - F.max_seconds) < 5, r["command"]
+            family = "flow" if method == "flow" else "ddpm"
+            for sampler, (fam, _) in recipes.NFE_SAMPLERS.items():
+                if fam == family:
+                    got = sorted(f["nfe"] for f in r["fids"] if f["sampler"] == sampler)
+                    assert got == recipes.nfe_points(sampler, F.nfe), (method, sampler, got)
+    # the chapter reads the file and asserts its claims against it
+    src = "".join("".join(c["source"]) for c in
+                  json.loads((ROOT / "chapters" / "13_flow_matching.ipynb").read_text())["cells"])
+    assert 'reference.load("flow_vs_ddpm")' in src and "{glue:text}`ref-" in src

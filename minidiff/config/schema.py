@@ -724,12 +724,14 @@ class FlowChapterConfig(Trains):
     training steps. The digit part trains chapter 04's U-Net (the profile's ``ddpm`` network) twice with the same
     optimisation and the same wall-clock budget (``max_seconds``; ``steps`` caps it): once with flow matching on the
     ``path`` with ``time_sampling`` times, once with chapter 04's DDPM objective (the profile's ``ddpm`` recipe), and
-    compares FID at ``nfe`` network calls on ``n_samples`` samples. The multi-seed comparison is the reference run
+    compares FID at ``nfe`` network calls on ``n_samples`` samples. The DDPM twin predicts ``ddpm_prediction``
+    (``"v"``: with chapter 04's epsilon the first step of a few-step sampler divides by the nearly zero
+    sqrt(abar) of the chain's last step; the reference run has both). The multi-seed comparison is the reference run
     ``flow_vs_ddpm`` (benchmarks/flow_vs_ddpm.py)."""
 
     _SUMMARY = ("toy {toy_dataset} ({toy_points} points), MLP {toy_hidden}x{toy_depth}, {toy_steps} steps, reflow "
-                "{reflow_pairs} pairs x {reflow_steps} steps | digits: {path} path, {time_sampling} times | "
-                "{training} | NFE ({nfe}) | {n_samples} samples")
+                "{reflow_pairs} pairs x {reflow_steps} steps | digits: {path} path, {time_sampling} times, DDPM "
+                "twin predicts {ddpm_prediction} | {training} | NFE ({nfe}) | {n_samples} samples")
 
     PATHS = ("linear", "cosine", "vp")
     TIME_SAMPLINGS = ("uniform", "logit_normal")
@@ -748,6 +750,7 @@ class FlowChapterConfig(Trains):
     dataset: str = "mnist5k"
     path: str = "linear"
     time_sampling: str = "logit_normal"
+    ddpm_prediction: str = "v"
     amp: str = "off"
     batch: int = 64
     steps: int = 100_000
@@ -768,6 +771,9 @@ class FlowChapterConfig(Trains):
         if self.time_sampling not in self.TIME_SAMPLINGS:
             raise ValueError(f"FlowChapterConfig.time_sampling must be one of {self.TIME_SAMPLINGS}, got "
                              f"{self.time_sampling!r}")
+        if self.ddpm_prediction not in ("eps", "x0", "v"):
+            raise ValueError(f"FlowChapterConfig.ddpm_prediction must be 'eps', 'x0' or 'v', got "
+                             f"{self.ddpm_prediction!r}")
         if not self.nfe or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in self.nfe) \
                 or list(self.nfe) != sorted(set(self.nfe)):
             raise ValueError(f"FlowChapterConfig.nfe must be increasing positive ints, got {self.nfe!r}")
