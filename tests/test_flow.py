@@ -246,6 +246,8 @@ def test_bad_inputs_name_the_problem():
         flow.flow_loss(lambda y, t: y[:, :1], "linear", x)
     with pytest.raises(ValueError, match="method"):
         flow.flow_sample(lambda y, t: y, "linear", (4, 2), steps=2, method="rk4", progress=False)
+    with pytest.raises(ValueError, match="velocity shaped like x_t"):   # (4, 1) would broadcast silently
+        flow.flow_sample(lambda y, t: y[:, :1], "linear", (4, 2), steps=2, progress=False)
     with pytest.raises(ValueError, match="steps"):
         flow.flow_sample(lambda y, t: y, "linear", (4, 2), steps=0, progress=False)
     with pytest.raises(ValueError, match="a_t > 0"):

@@ -318,7 +318,11 @@ def flow_sample(model: Callable, schedule, shape: tuple[int, ...], *, steps: int
     B = shape[0]
 
     def vel(y, tv):
-        return model(y, torch.full((B,), tv, device=device, dtype=torch.float32), **kw)
+        out = model(y, torch.full((B,), tv, device=device, dtype=torch.float32), **kw)
+        if not isinstance(out, torch.Tensor) or out.shape != y.shape:   # no silent broadcast into x
+            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ValueError(f"model(x_t, t) must return a velocity shaped like x_t {tuple(y.shape)}, got {got}")
+        return out
 
     traj = [(1.0, x.cpu())] if return_trajectory else None
     for i in tqdm(range(steps), desc=f"flow {method} {steps} steps", disable=not progress, leave=False):
