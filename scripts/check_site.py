@@ -270,8 +270,9 @@ def move_sliders(root, page: str, chromium: str | None = None) -> list[dict]:
 
 
 @contextlib.contextmanager
-def _page(root, page: str, chromium: str | None = None):
-    """``page`` of the built site at ``root``, served locally and open in headless Chromium; yields the tab."""
+def _browser(root, chromium: str | None = None):
+    """The built site at ``root``, served locally, and headless Chromium; yields ``open(page)``, which opens a page
+    in a new tab and returns the tab (one browser for many pages: starting Chromium costs seconds)."""
     from playwright.sync_api import sync_playwright
 
     chromium = chromium or find_chromium()
@@ -280,37 +281,60 @@ def _page(root, page: str, chromium: str | None = None):
     with serve(Path(root).resolve()) as base, sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
         try:
-            tab = browser.new_page()
-            tab.goto(f"{base}/{page}", wait_until="load")
-            yield tab
+            def open_page(page: str):
+                tab = browser.new_page()
+                tab.goto(f"{base}/{page}", wait_until="load")
+                return tab
+
+            yield open_page
         finally:
             browser.close()
 
 
-def open_solutions(root, page: str, chromium: str | None = None) -> dict:
+@contextlib.contextmanager
+def _page(root, page: str, chromium: str | None = None):
+    """``page`` of the built site at ``root``, served locally and open in headless Chromium; yields the tab."""
+    with _browser(root, chromium) as open_page:
+        yield open_page(page)
+
+
+def _solutions(tab) -> dict:
+    out = {"solutions": [], "exercises": tab.locator(".exercise.admonition").count()}
+    for sol in tab.locator(".solution.dropdown").all():
+        cells = sol.locator(".cell")
+        shown = lambda: any(c.is_visible() for c in cells.all())   # noqa: E731
+        before = shown()
+        sol.locator("button.toggle-button").first.click()
+        tab.wait_for_timeout(100)
+        out["solutions"].append({"label": sol.locator(".admonition-title").inner_text().strip(),
+                                 "before": before, "after": shown(), "cells": cells.count()})
+    for edition in ("student", "full"):
+        link = tab.locator(f"a.download-{edition}")
+        out[edition] = None
+        if link.count():
+            href = link.first.get_attribute("href")
+            resp = tab.request.get(urljoin(tab.url, href))
+            out[edition] = {"href": href, "status": resp.status, "body": resp.text() if resp.ok else ""}
+    return out
+
+
+def open_solutions(root, page, chromium: str | None = None) -> dict:
     """Open ``page`` of the built site and, for every exercise's solution (sphinx-exercise's ``.solution.dropdown``),
     read whether its code cells are visible before and after a reader clicks its button; then fetch the page's
     student- and full-edition download links as the browser would. Returns ``{"solutions": [{"label", "before",
     "after", "cells"}], "exercises": n, "student": {"href", "status", "body"}, "full": {...}}`` (``before`` and
-    ``after``: whether any of the solution's cells is visible; a link that is missing is None)."""
-    with _page(root, page, chromium) as tab:
-        out = {"solutions": [], "exercises": tab.locator(".exercise.admonition").count()}
-        for sol in tab.locator(".solution.dropdown").all():
-            cells = sol.locator(".cell")
-            shown = lambda: any(c.is_visible() for c in cells.all())   # noqa: E731
-            before = shown()
-            sol.locator("button.toggle-button").first.click()
-            tab.wait_for_timeout(100)
-            out["solutions"].append({"label": sol.locator(".admonition-title").inner_text().strip(),
-                                     "before": before, "after": shown(), "cells": cells.count()})
-        for edition in ("student", "full"):
-            link = tab.locator(f"a.download-{edition}")
-            out[edition] = None
-            if link.count():
-                href = link.first.get_attribute("href")
-                resp = tab.request.get(urljoin(tab.url, href))
-                out[edition] = {"href": href, "status": resp.status, "body": resp.text() if resp.ok else ""}
-        return out
+    ``after``: whether any of the solution's cells is visible; a link that is missing is None). ``page`` may be a
+    list of pages (one browser for all): the result is then ``{page: that dict}``."""
+    pages = [page] if isinstance(page, str) else list(page)
+    out = {}
+    with _browser(root, chromium) as open_page:
+        for p in pages:
+            tab = open_page(p)
+            try:
+                out[p] = _solutions(tab)
+            finally:
+                tab.close()
+    return out[page] if isinstance(page, str) else out
 
 
 if __name__ == "__main__":

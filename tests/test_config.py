@@ -346,3 +346,21 @@ def test_vae_config_refuses_bad_vq_settings(field, bad):
 
     with pytest.raises(ValueError, match=f"VAEConfig.{field}"):
         dataclasses.replace(config.get_profile("ci").vae, **{field: bad})
+
+
+def test_flow_config_refuses_what_chapter_13_cannot_run():
+    """Chapter 13's text compares the toy flows at 8 Euler steps and reflow at one step; its point sets are drawn
+    from the toy data. A profile that breaks one of these fails when it is made, naming the field."""
+    from minidiff.config.schema import FlowChapterConfig
+
+    FlowChapterConfig()
+    for bad, word in ((dict(toy_nfe=(1, 2, 4, 16)), "toy_nfe"), (dict(toy_nfe=(8, 4)), "toy_nfe"),
+                      (dict(reflow_nfe=(2, 4)), "reflow_nfe"), (dict(nfe=()), "nfe"), (dict(nfe=(1, True)), "nfe"),
+                      (dict(toy_support=10_000), "toy_support"), (dict(toy_eval_samples=9000), "toy_eval_samples"),
+                      (dict(toy_path_samples=3000), "toy_path_samples"), (dict(path="straight"), "paths"),
+                      (dict(time_sampling="beta"), "time_sampling"), (dict(ddpm_prediction="score"), "prediction")):
+        with pytest.raises(ValueError, match=word):
+            FlowChapterConfig(**bad)
+    for name in ("ci", "cpu", "gpu"):
+        F = config.get_profile(name).flow
+        assert 8 in F.toy_nfe and 1 in F.reflow_nfe and F.toy_support <= F.toy_points

@@ -138,12 +138,14 @@ def _run_check(name, sources, i, cell, ns):
 
 
 @pytest.mark.parametrize("name", sorted(MUTATIONS))
-def test_a_mutated_from_scratch_cell_fails_its_check(name, tmp_path, monkeypatch):
+def test_a_mutated_from_scratch_cell_fails_its_check(name, tmp_path, monkeypatch, request):
     """The check cell passes on the chapter's cell and raises AssertionError on a copy with one mistake: the check
-    can fail. Run in this process with the ``ci`` profile and only the cells the check needs."""
+    can fail. Run in this process with the ``ci`` profile and only the cells the check needs. In ``make test`` they
+    use the artifact folder the chapters just filled (root conftest), so a training cell among them (chapters 10
+    and 11) loads its finished checkpoint instead of training again."""
     monkeypatch.setenv("MINIDIFF_PROFILE", "ci")
     monkeypatch.setenv("MINIDIFF_STATIC", "1")
-    monkeypatch.setenv("MINIDIFF_CHECKPOINT_DIR", str(tmp_path))
+    monkeypatch.setenv("MINIDIFF_CHECKPOINT_DIR", str(getattr(request.config, "_minidiff_artifacts", None) or tmp_path))
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     if name == "12_kernels_and_speed":
         from minidiff import kernels

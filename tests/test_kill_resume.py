@@ -1,6 +1,7 @@
 """Training never loses work: SIGKILL the training process at ten random moments (checkpoint writes included),
 resume after each, and end with exactly the weights of a run that was never interrupted."""
 
+import collections
 import random
 import signal
 import subprocess
@@ -16,11 +17,17 @@ from minidiff.train import list_checkpoints, load_checkpoint
 TARGET = Path(__file__).with_name("kill_target.py")
 STEPS = 300
 N_KILLS = 10
+AHEAD = 3   # processes started ahead of their turn
 
 
-def start(ckpt_dir, out):
-    p = subprocess.Popen([sys.executable, str(TARGET), str(ckpt_dir), str(out), str(STEPS)], stdin=subprocess.PIPE,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def spawn(ckpt_dir, out):
+    """A training process that has done its imports and waits for "go" (it has not touched ``ckpt_dir`` yet): the
+    test starts the next one while the current one trains, so the ten restarts do not each wait for torch's import."""
+    return subprocess.Popen([sys.executable, str(TARGET), str(ckpt_dir), str(out), str(STEPS)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def go(p):
     line = p.stdout.readline()
     assert line.strip() == "ready", p.stderr.read()
     p.stdin.write("go\n")
@@ -41,41 +48,49 @@ def finish(p):
 @pytest.mark.slow
 def test_sigkill_at_random_points_then_resume_gives_identical_weights(tmp_path):
     # the uninterrupted reference, and how long its training takes (the window the kills are drawn from)
-    ref_proc = start(tmp_path / "ref", tmp_path / "ref.pt")
-    t0 = time.perf_counter()
-    finish(ref_proc)
-    window = time.perf_counter() - t0
-    ref = torch.load(tmp_path / "ref.pt", weights_only=True)
-
-    rng = random.Random(2026)
     ckpt = tmp_path / "killed"
-    kills, attempts, steps_at_kill = 0, 0, []
-    while kills < N_KILLS:
-        attempts += 1
-        assert attempts < 4 * N_KILLS, f"only {kills} kills landed in {attempts} attempts"
-        p = start(ckpt, tmp_path / "killed.pt")
-        time.sleep(rng.uniform(0.02, window / N_KILLS))   # on average half the run over the ten kills
-        if p.poll() is not None:        # finished before the kill: no kill point, start over from scratch
-            finish(p)
-            for f in ckpt.iterdir():
-                f.unlink()
-            (tmp_path / "killed.pt").unlink()
-            kills, steps_at_kill = 0, []
-            continue
-        p.send_signal(signal.SIGKILL)
-        p.wait()
-        assert p.returncode == -signal.SIGKILL
-        kills += 1
-        # every checkpoint file on disk is readable; half-written temp files are never named ckpt_*.pt
-        files = list_checkpoints(ckpt)
-        for f in files:
-            state = load_checkpoint(f)
-            assert 0 < state["step"] <= STEPS
-        steps_at_kill.append(load_checkpoint(files[-1])["step"] if files else 0)
+    ref_proc = go(spawn(tmp_path / "ref", tmp_path / "ref.pt"))
+    t0 = time.perf_counter()
+    # the runs to kill import torch ahead of their turn, a few at a time, while the current one trains
+    waiting = collections.deque(spawn(ckpt, tmp_path / "killed.pt") for _ in range(AHEAD))
+    try:
+        finish(ref_proc)
+        window = time.perf_counter() - t0
+        ref = torch.load(tmp_path / "ref.pt", weights_only=True)
+
+        rng = random.Random(2026)
+        kills, attempts, steps_at_kill = 0, 0, []
+        while kills < N_KILLS:
+            attempts += 1
+            assert attempts < 4 * N_KILLS, f"only {kills} kills landed in {attempts} attempts"
+            p = go(waiting.popleft())
+            waiting.append(spawn(ckpt, tmp_path / "killed.pt"))
+            time.sleep(rng.uniform(0.02, window / N_KILLS))   # on average half the run over the ten kills
+            if p.poll() is not None:        # finished before the kill: no kill point, start over from scratch
+                finish(p)
+                for f in ckpt.iterdir():
+                    f.unlink()
+                (tmp_path / "killed.pt").unlink()
+                kills, steps_at_kill = 0, []
+                continue
+            p.send_signal(signal.SIGKILL)
+            p.wait()
+            assert p.returncode == -signal.SIGKILL
+            kills += 1
+            # every checkpoint file on disk is readable; half-written temp files are never named ckpt_*.pt
+            files = list_checkpoints(ckpt)
+            for f in files:
+                state = load_checkpoint(f)
+                assert 0 < state["step"] <= STEPS
+            steps_at_kill.append(load_checkpoint(files[-1])["step"] if files else 0)
+        finish(go(waiting.popleft()))
+    finally:
+        for w in waiting:               # spares that were never told to go (they have not touched the folder)
+            w.kill()
+            w.communicate()
     assert steps_at_kill == sorted(steps_at_kill), steps_at_kill   # resuming always moved forward
     assert len(set(steps_at_kill)) >= N_KILLS // 2, steps_at_kill    # the kills landed at different points
 
-    finish(start(ckpt, tmp_path / "killed.pt"))
     got = torch.load(tmp_path / "killed.pt", weights_only=True)
     assert got["resumed_from"] == steps_at_kill[-1]
     for name, w in ref["model"].items():

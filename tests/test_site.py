@@ -116,10 +116,11 @@ def test_solutions_hidden_until_clicked_and_both_editions_download(built_book):
     its button, and the page's two download links resolve: the student edition with one stub per exercise and no
     solution left in it, and the full edition."""
     _browser_or_skip()
+    pages = check_site.open_solutions(built_book, [f"chapters/{stem}.html" for stem in CHAPTERS])
     for stem in CHAPTERS:
         nb = nbformat.read(str(ROOT / "chapters" / f"{stem}.ipynb"), as_version=4)
         n = len(student_edition.exercises(nb, stem))
-        r = check_site.open_solutions(built_book, f"chapters/{stem}.html")
+        r = pages[f"chapters/{stem}.html"]
         assert r["exercises"] == n == len(r["solutions"]), f"{stem}: {r['exercises']} exercises, " \
             f"{len(r['solutions'])} solutions on the page, {n} in the notebook"
         for s in r["solutions"]:

@@ -3,8 +3,8 @@
 Every chapter's exercise is a numbered ``{exercise}`` with a gated solution (hidden on the website, collapsed in
 Colab and JupyterLab) made of solution cells and a check; the student edition replaces the solution by a stub.
 Here: the structure of every exercise, errors for a broken one, the student edition cell by cell, ``make student``,
-each student notebook executed in the ci profile up to its first stub (which must stop it, and whose check must
-fail without a solution), and every solution of the full edition passing its check in this session's nbval run.
+each student notebook up to its first stub (which must stop it, and whose check must fail without a solution;
+in ``make test`` the cells before the stub are those nbval just ran), and every solution of the full edition passing its check in this session's nbval run.
 """
 
 import ast
@@ -127,17 +127,68 @@ def test_make_student_writes_the_edition(tmp_path):
     assert "\nstudent: setup\n" in makefile and "scripts/student_edition.py --out _build/student" in makefile
 
 
+def _bound(source: str) -> set[str]:
+    """Every name a cell binds: assignments, loop targets, definitions and imports."""
+    tree = ast.parse(source)
+    out = se._names(source, ast.Store)
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            out |= {(a.asname or a.name).split(".")[0] for a in node.names}
+    return out
+
+
+def _first_check_needs(full, name) -> list[str]:
+    """The names the first exercise's check reads from its solution that no code cell before the solution binds:
+    without the solution, the check stops at one of them (NameError)."""
+    first = se.exercises(full, name)[0]
+    bound = set().union(set(), *(_bound(c.source) for c in full.cells[:first.solutions[0]] if c.cell_type == "code"))
+    return sorted(set(se.check_reads(full, first)) - bound)
+
+
+def test_a_check_that_could_pass_without_its_solution_is_found():
+    assert _first_check_needs(_exercise_nb(), "nb") == ["answer"]
+    # the solution rebinds a name an earlier cell bound: the stale value could satisfy the check
+    assert _first_check_needs(_exercise_nb(check="assert x == 1", solution="x = 1"), "nb") == []
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
 def test_student_notebook_runs_to_its_first_stub(path, request, tmp_path):
-    """The student notebook executes in the ci profile up to its first stub; the stub stops it with the exercise's
-    name, and the check after it fails while no solution is written. In ``make test`` the chapters ran before
-    (root conftest) in the session's artifact folder, so training cells here resume finished checkpoints."""
+    """The student notebook runs in the ci profile up to its first stub; the stub stops it with the exercise's
+    name, and the check after it cannot pass while no solution is written.
+
+    In ``make test`` nbval ran the full edition in this session (root conftest), and the student notebook's code
+    cells before its first stub are the full edition's (asserted here, source by source), so they ran and passed
+    there: this test does not run them a second time. It then runs the stub, which must raise NotImplementedError
+    naming the exercise, and checks that the check cell reads a name that the solution defines and no cell before
+    the stub binds (so the check stops at it with a NameError until the learner writes the solution). Run on its
+    own (``pytest tests/test_student.py``), it executes the student notebook in a kernel instead, up to the stub,
+    the stub and the check."""
+    full = _read(path)
+    nb = se.student_notebook(full, path.stem)
+    stub = next(i for i, c in enumerate(nb.cells) if "exercise-stub" in c.metadata.get("tags", []))
+    check = nb.cells[stub + 1]
+    assert "exercise-check" in check.metadata.get("tags", [])
+    before = [c.source for c in nb.cells[:stub] if c.cell_type == "code"]
+    runs = getattr(request.config, "_minidiff_notebook_runs", None)
+    executed = runs.notebook(path) if runs is not None else None
+    if executed is not None:
+        first = se.exercises(full, path.stem)[0]
+        full_before = [c.source for c in full.cells[:first.solutions[0]] if c.cell_type == "code"]
+        assert before == full_before, f"{path.stem}: the student edition changed a code cell before its first stub"
+        ran = [c for c in executed.cells if c.cell_type == "code"][:len(before)]
+        assert [c.source for c in ran] == before and not any(
+            o.get("output_type") == "error" for c in ran for o in c.outputs), path.stem
+        with pytest.raises(NotImplementedError, match=f"exercise 1 of {path.stem}"):
+            exec(compile(nb.cells[stub].source, f"{path.stem} (stub)", "exec"), {})
+        assert _first_check_needs(full, path.stem), (
+            f"{path.stem}: every name the first check reads from its solution ({se.check_reads(full, first)}) is "
+            "already bound before the stub: the check could pass without a solution")
+        return
+
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
 
-    nb = se.student_notebook(_read(path), path.stem)
-    stub = next(i for i, c in enumerate(nb.cells) if "exercise-stub" in c.metadata.get("tags", []))
     artifacts = getattr(request.config, "_minidiff_artifacts", None) or tmp_path
     env = dict(os.environ, MINIDIFF_PROFILE="ci", MINIDIFF_STATIC="1", MINIDIFF_CHECKPOINT_DIR=str(artifacts))
     client = NotebookClient(nb, timeout=600, kernel_name="python3",
@@ -148,8 +199,6 @@ def test_student_notebook_runs_to_its_first_stub(path, request, tmp_path):
         with pytest.raises(CellExecutionError) as stopped:
             client.execute_cell(nb.cells[stub], stub)
         assert "NotImplementedError" in str(stopped.value) and f"exercise 1 of {path.stem}" in str(stopped.value)
-        check = nb.cells[stub + 1]
-        assert "exercise-check" in check.metadata.get("tags", [])
         with pytest.raises(CellExecutionError):
             client.execute_cell(check, stub + 1)
 

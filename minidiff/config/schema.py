@@ -719,9 +719,12 @@ class KernelsChapterConfig(Section):
 class FlowChapterConfig(Trains):
     """Chapter 13: flow matching on 2-D toys and on digits.
 
-    The toy part trains a time-conditioned MLP with flow matching (``toy_*``) on each path of ``toy_paths``, then one
-    reflow round: ``reflow_pairs`` couplings drawn with ``coupling_steps`` Heun steps, and ``reflow_steps`` more
-    training steps. The digit part trains chapter 04's U-Net (the profile's ``ddpm`` network) twice with the same
+    The toy part first follows the exact velocity field of ``toy_support`` data points from ``toy_exact_samples``
+    noise draws (``toy_exact_steps`` Heun steps), then trains a time-conditioned MLP with flow matching (``toy_*``) on
+    each path of ``toy_paths`` and measures its ``toy_eval_samples`` samples at ``toy_nfe`` Euler steps (8 is the
+    step count the text compares) and ``toy_path_samples`` paths of ``toy_path_steps`` steps; then one reflow round:
+    ``reflow_pairs`` couplings drawn with ``coupling_steps`` Heun steps, ``reflow_steps`` more training steps at
+    ``reflow_lr``, samples at ``reflow_nfe`` steps (1 among them). The digit part trains chapter 04's U-Net (the profile's ``ddpm`` network) twice with the same
     optimisation and the same wall-clock budget (``max_seconds``; ``steps`` caps it): once with flow matching on the
     ``path`` with ``time_sampling`` times, once with chapter 04's DDPM objective (the profile's ``ddpm`` recipe), and
     compares FID at ``nfe`` network calls on ``n_samples`` samples. The DDPM twin predicts ``ddpm_prediction``
@@ -743,9 +746,20 @@ class FlowChapterConfig(Trains):
     toy_batch: int = 512
     toy_steps: int = 2000
     toy_lr: float = 2e-3
+    toy_warmup: int = 50
+    toy_ema_decay: float = 0.99
     toy_paths: tuple[str, ...] = ("linear", "vp")
+    toy_support: int = 512
+    toy_exact_samples: int = 256
+    toy_exact_steps: int = 64
+    toy_eval_samples: int = 2000
+    toy_nfe: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
+    toy_path_samples: int = 500
+    toy_path_steps: int = 32
     reflow_pairs: int = 8192
     reflow_steps: int = 1000
+    reflow_lr: float = 1e-3
+    reflow_nfe: tuple[int, ...] = (1, 2, 4)
     coupling_steps: int = 16
     dataset: str = "mnist5k"
     path: str = "linear"
@@ -774,9 +788,17 @@ class FlowChapterConfig(Trains):
         if self.ddpm_prediction not in ("eps", "x0", "v"):
             raise ValueError(f"FlowChapterConfig.ddpm_prediction must be 'eps', 'x0' or 'v', got "
                              f"{self.ddpm_prediction!r}")
-        if not self.nfe or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in self.nfe) \
-                or list(self.nfe) != sorted(set(self.nfe)):
-            raise ValueError(f"FlowChapterConfig.nfe must be increasing positive ints, got {self.nfe!r}")
+        for name, must in (("nfe", None), ("toy_nfe", 8), ("reflow_nfe", 1)):
+            ns = getattr(self, name)
+            if not ns or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in ns) \
+                    or list(ns) != sorted(set(ns)) or (must is not None and must not in ns):
+                also = f" including {must} (the chapter's text compares at {must})" if must else ""
+                raise ValueError(f"FlowChapterConfig.{name} must be increasing positive ints{also}, got {ns!r}")
+        if self.toy_support > self.toy_points or self.toy_eval_samples > self.toy_points \
+                or self.toy_path_samples > self.toy_eval_samples:
+            raise ValueError(f"FlowChapterConfig: toy_support ({self.toy_support}) and toy_eval_samples "
+                             f"({self.toy_eval_samples}) are drawn from the toy_points ({self.toy_points}), and "
+                             f"toy_path_samples ({self.toy_path_samples}) from toy_eval_samples")
 
 
 @dataclass(frozen=True)
