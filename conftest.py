@@ -12,9 +12,11 @@
    nbval executed instead of executing every chapter a second time (``config._minidiff_notebook_runs.complete``).
 3. One artifact folder per session, as ``make book`` has per build: unless ``$MINIDIFF_CHECKPOINT_DIR`` is set, the
    chapters run with it pointing at a fresh temporary folder (``config._minidiff_artifacts``), so chapters share
-   what they trained (chapter 10's autoencoder in 11) and the student-edition test (``tests/test_student.py``)
-   re-runs each chapter's cells up to its first exercise on finished checkpoints instead of training again. The
-   variable is removed before the first unit test, so the unit tests see the environment they were written for.
+   what they trained (chapter 10's autoencoder in 11), and the mutation test of the from-scratch cells
+   (``tests/test_from_scratch.py``) re-runs the few cells it needs on finished checkpoints instead of training again.
+   The variable is removed before the first unit test, so the unit tests see the environment they were written for.
+   (The student-edition test, ``tests/test_student.py``, reads what nbval executed instead of running a chapter's
+   cells before its first exercise a second time.)
 """
 
 from __future__ import annotations

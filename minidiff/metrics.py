@@ -13,6 +13,7 @@ penultimate activations are the features; its held-out accuracy is stored next t
   computed in float64 with symmetric eigendecompositions (stable, no complex parts).
 - Kernel inception distance (Bińkowski et al. 2018): unbiased MMD² with the cubic polynomial kernel
   :math:`k(x, y) = (x^\top y / d + 1)^3`, averaged over random subsets.
+- :func:`chamfer_distance`: the symmetric mean nearest-neighbour distance between two point sets (2-D toys).
 - :func:`classifier_confidence`: mean max-probability of the classifier, and the entropy of the
   histogram of predicted classes (log 10 ≈ 2.303 nats when all ten digits are equally frequent).
 """
@@ -254,6 +255,23 @@ def kid(x_a, x_b, subsets: int = 50, subset_size: int = 200, seed: int = 0) -> t
     """Feature-space KID between two image sets (either may be a :class:`Reference`): ``(mean, std)`` over random
     subsets. ~0 for equal distributions."""
     return kid_from_features(_features_of(x_a, "x_a"), _features_of(x_b, "x_b"), subsets, subset_size, seed)
+
+
+def chamfer_distance(x: torch.Tensor, ref: torch.Tensor) -> float:
+    r"""The symmetric chamfer distance between two point sets, ``x`` (n, d) and ``ref`` (m, d):
+
+    .. math:: \tfrac12\Big(\tfrac1n\sum_i \min_j \|x_i - r_j\| + \tfrac1m\sum_j \min_i \|x_i - r_j\|\Big)
+
+    For samples of a low-dimensional toy distribution (chapter 13): the first term is small when every sample lies
+    near the data, the second when every data point has a sample near it, so collapsing onto part of the data is
+    not rewarded. Computed in float32 on the device of ``x``."""
+    check_tensor(x, "x", ndim=2, floating=True)
+    check_tensor(ref, "ref", ndim=2, floating=True)
+    if x.shape[0] == 0 or ref.shape[0] == 0 or x.shape[1] != ref.shape[1]:
+        raise ValueError(f"x and ref must be non-empty point sets of the same dimension, got shapes "
+                         f"{tuple(x.shape)} and {tuple(ref.shape)}")
+    d = torch.cdist(x.float(), ref.to(x.device).float())
+    return 0.5 * (d.min(1).values.mean() + d.min(0).values.mean()).item()
 
 
 def classifier_confidence(x: torch.Tensor) -> dict:

@@ -22,7 +22,8 @@ solution is checked by the same asserts as the course's. Outputs are stripped.
     python scripts/student_edition.py [--out _build/student]      (make student)
 
 The website links each chapter's two editions (``book/_ext/student_edition.py``); ``tests/test_student.py`` checks
-the structure of every exercise, executes each student notebook up to its first stub and checks the stub stops there.
+the structure of every exercise, that each student notebook runs up to its first stub (in ``make test``: its
+cells before the stub are the ones nbval just ran) and that the stub stops it there.
 """
 
 from __future__ import annotations

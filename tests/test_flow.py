@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from minidiff import metrics
 from minidiff.data import TensorSampler
 from minidiff.diffusion import flow, sde
 from minidiff.nets import TimeMLP
@@ -187,11 +188,6 @@ def _moons_like(n, g):
     return torch.stack([x, y], 1) * 1.2 + 0.03 * torch.randn(n, 2, generator=g)
 
 
-def _chamfer(a, b):
-    d = torch.cdist(a, b)
-    return (d.min(1).values.mean() + d.min(0).values.mean()).item() / 2
-
-
 def test_flow_matching_learns_a_2d_distribution_and_reflow_straightens_it():
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
@@ -207,7 +203,7 @@ def test_flow_matching_learns_a_2d_distribution_and_reflow_straightens_it():
     noise = torch.randn(1000, 2, generator=g)
     samples, traj = flow.flow_sample(run.ema, "linear", (1000, 2), steps=20, method="heun", x_T=noise,
                                      return_trajectory=True, progress=False)
-    assert _chamfer(samples, data) < 0.5 * _chamfer(noise, data)
+    assert metrics.chamfer_distance(samples, data) < 0.5 * metrics.chamfer_distance(noise, data)
     # one reflow round: couplings from the model's ODE, then train on them with the noise given
     x0, n0 = flow.reflow_couplings(run.ema, "linear", 4096, (2,), steps=20, method="heun", progress=False,
                                    generator=torch.Generator().manual_seed(1))
@@ -223,7 +219,7 @@ def test_flow_matching_learns_a_2d_distribution_and_reflow_straightens_it():
     # one Euler step of the reflowed model lands closer to the data than one step of the first model
     one = flow.flow_sample(run.ema, "linear", (1000, 2), steps=1, x_T=noise, progress=False)
     one2 = flow.flow_sample(run2.ema, "linear", (1000, 2), steps=1, x_T=noise, progress=False)
-    assert _chamfer(one2, data) < 0.7 * _chamfer(one, data)
+    assert metrics.chamfer_distance(one2, data) < 0.7 * metrics.chamfer_distance(one, data)
 
 
 def test_bad_inputs_name_the_problem():

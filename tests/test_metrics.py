@@ -225,3 +225,21 @@ def test_fid_interval_bias_correction_where_the_chapters_use_it():
         assert min(raw) > point, "the uncorrected bootstrap should sit above the FID here (else this test tests nothing)"
         assert lo <= point <= hi
         assert 0.33 < (hi - lo) / fresh_width < 3
+
+
+def test_chamfer_distance_matches_a_double_loop_and_sees_missing_coverage():
+    g = torch.Generator().manual_seed(0)
+    x, ref = torch.randn(7, 2, generator=g), torch.randn(11, 2, generator=g)
+    near = [min(math.dist(a, b) for b in ref.tolist()) for a in x.tolist()]
+    cover = [min(math.dist(a, b) for a in x.tolist()) for b in ref.tolist()]
+    want = 0.5 * (sum(near) / len(near) + sum(cover) / len(cover))
+    assert abs(metrics.chamfer_distance(x, ref) - want) < 1e-5
+    assert metrics.chamfer_distance(ref, ref) == 0.0
+    # samples piled on one data point are all "near the data", but leave the rest uncovered
+    line = torch.stack([torch.linspace(0, 9, 10), torch.zeros(10)], 1)
+    collapsed = line[:1].repeat(10, 1)
+    assert metrics.chamfer_distance(collapsed, line) == pytest.approx(0.5 * 4.5)
+    with pytest.raises(ValueError, match="same dimension"):
+        metrics.chamfer_distance(x, torch.randn(3, 3))
+    with pytest.raises(ValueError, match="non-empty"):
+        metrics.chamfer_distance(x[:0], ref)

@@ -147,24 +147,26 @@ def _check_batch(x, name: str) -> torch.Tensor:
     return x
 
 
-def interpolate(path, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-    r""":math:`x_t = a_t x_0 + b_t \epsilon` (module docstring)."""
+def _coefficients_at(path, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> list[torch.Tensor]:
+    r"""The path's :math:`a_t, b_t, \dot a_t, \dot b_t` at ``t``, shaped to broadcast against ``x0``, once the pair
+    ``(x0, noise)`` and the times are checked."""
     path = as_path(path)
     _check_batch(x0, "x0")
     check_same_shape(x0, noise, "x0", "noise")
     t = _check_times(t, x0)
-    a, b, _, _ = path.coefficients(_hi(t))
-    return _bcast(a, x0) * x0 + _bcast(b, x0) * noise
+    return [_bcast(c, x0) for c in path.coefficients(_hi(t))]
+
+
+def interpolate(path, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    r""":math:`x_t = a_t x_0 + b_t \epsilon` (module docstring)."""
+    a, b, _, _ = _coefficients_at(path, x0, t, noise)
+    return a * x0 + b * noise
 
 
 def velocity_target(path, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
     r"""The conditional velocity :math:`\dot a_t x_0 + \dot b_t \epsilon` (for the linear path :math:`\epsilon - x_0`)."""
-    path = as_path(path)
-    _check_batch(x0, "x0")
-    check_same_shape(x0, noise, "x0", "noise")
-    t = _check_times(t, x0)
-    _, _, da, db = path.coefficients(_hi(t))
-    return _bcast(da, x0) * x0 + _bcast(db, x0) * noise
+    _, _, da, db = _coefficients_at(path, x0, t, noise)
+    return da * x0 + db * noise
 
 
 def sample_times(n: int, kind: str = "logit_normal", *, mean: float = 0.0, std: float = 1.0,
