@@ -61,6 +61,7 @@ class PageReport:
     n_images: int = 0
     n_links: int = 0
     n_math: int = 0
+    solutions: dict | None = None   # chapter pages, with check_site(solutions=True): what open_solutions returns
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -131,10 +132,12 @@ _PAGE_JS = """
 
 
 def check_site(root, pages=None, screenshots: dict | None = None, repo_url: str | None = None,
-               chromium: str | None = None, timeout_ms: int = 30000) -> list[PageReport]:
+               chromium: str | None = None, timeout_ms: int = 30000, solutions: bool = False) -> list[PageReport]:
     """Check ``pages`` (paths relative to ``root``; default every ``*.html`` outside ``_static``) and return
     one :class:`PageReport` per page. ``screenshots`` maps page -> PNG path to save. ``repo_url`` enables the
-    Colab launch-button check on ``chapters/*.html``."""
+    Colab launch-button check on ``chapters/*.html``. ``solutions``: on each chapter page, after the checks and the
+    screenshot, also click every exercise's solution open and fetch the two download links (:func:`open_solutions`;
+    the result in ``PageReport.solutions``), in the same visit."""
     from playwright.sync_api import sync_playwright
 
     root = Path(root).resolve()
@@ -221,6 +224,8 @@ def check_site(root, pages=None, screenshots: dict | None = None, repo_url: str 
                 if page_rel in screenshots:
                     Path(screenshots[page_rel]).parent.mkdir(parents=True, exist_ok=True)
                     page.screenshot(path=str(screenshots[page_rel]), full_page=False)
+                if solutions and page_rel.startswith("chapters/"):
+                    rep.solutions = _solutions(page)
                 page.close()
                 reports.append(rep)
         finally:
@@ -270,9 +275,8 @@ def move_sliders(root, page: str, chromium: str | None = None) -> list[dict]:
 
 
 @contextlib.contextmanager
-def _browser(root, chromium: str | None = None):
-    """The built site at ``root``, served locally, and headless Chromium; yields ``open(page)``, which opens a page
-    in a new tab and returns the tab (one browser for many pages: starting Chromium costs seconds)."""
+def _page(root, page: str, chromium: str | None = None):
+    """``page`` of the built site at ``root``, served locally and open in headless Chromium; yields the tab."""
     from playwright.sync_api import sync_playwright
 
     chromium = chromium or find_chromium()
@@ -281,21 +285,11 @@ def _browser(root, chromium: str | None = None):
     with serve(Path(root).resolve()) as base, sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
         try:
-            def open_page(page: str):
-                tab = browser.new_page()
-                tab.goto(f"{base}/{page}", wait_until="load")
-                return tab
-
-            yield open_page
+            tab = browser.new_page()
+            tab.goto(f"{base}/{page}", wait_until="load")
+            yield tab
         finally:
             browser.close()
-
-
-@contextlib.contextmanager
-def _page(root, page: str, chromium: str | None = None):
-    """``page`` of the built site at ``root``, served locally and open in headless Chromium; yields the tab."""
-    with _browser(root, chromium) as open_page:
-        yield open_page(page)
 
 
 def _solutions(tab) -> dict:
@@ -318,23 +312,15 @@ def _solutions(tab) -> dict:
     return out
 
 
-def open_solutions(root, page, chromium: str | None = None) -> dict:
+def open_solutions(root, page: str, chromium: str | None = None) -> dict:
     """Open ``page`` of the built site and, for every exercise's solution (sphinx-exercise's ``.solution.dropdown``),
     read whether its code cells are visible before and after a reader clicks its button; then fetch the page's
     student- and full-edition download links as the browser would. Returns ``{"solutions": [{"label", "before",
     "after", "cells"}], "exercises": n, "student": {"href", "status", "body"}, "full": {...}}`` (``before`` and
-    ``after``: whether any of the solution's cells is visible; a link that is missing is None). ``page`` may be a
-    list of pages (one browser for all): the result is then ``{page: that dict}``."""
-    pages = [page] if isinstance(page, str) else list(page)
-    out = {}
-    with _browser(root, chromium) as open_page:
-        for p in pages:
-            tab = open_page(p)
-            try:
-                out[p] = _solutions(tab)
-            finally:
-                tab.close()
-    return out[page] if isinstance(page, str) else out
+    ``after``: whether any of the solution's cells is visible; a link that is missing is None).
+    :func:`check_site` with ``solutions=True`` does the same on every chapter page during its visit."""
+    with _page(root, page, chromium) as tab:
+        return _solutions(tab)
 
 
 if __name__ == "__main__":

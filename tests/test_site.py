@@ -39,11 +39,20 @@ def _browser_or_skip():
         pytest.skip(f"site tests skipped: {reason}")
 
 
-@pytest.mark.book
-def test_every_page_in_chromium(built_book):
+SHOTS = {"book/intro.html": ARTIFACTS / "site-intro.png", "chapters/04_ddpm.html": ARTIFACTS / "site-04_ddpm.png"}
+
+
+@pytest.fixture(scope="module")
+def site_reports(built_book):
+    """One visit of every page in Chromium (each chapter page's solutions clicked open last): the two tests below
+    read it."""
     _browser_or_skip()
-    shots = {"book/intro.html": ARTIFACTS / "site-intro.png", "chapters/04_ddpm.html": ARTIFACTS / "site-04_ddpm.png"}
-    reports = check_site.check_site(built_book, screenshots=shots, repo_url=REPO_URL)
+    return check_site.check_site(built_book, screenshots=SHOTS, repo_url=REPO_URL, solutions=True)
+
+
+@pytest.mark.book
+def test_every_page_in_chromium(built_book, site_reports):
+    reports, shots = site_reports, SHOTS
     problems = [f"{r.page}: {p}" for r in reports for p in r.problems]
     assert not problems, "the website has problems a reader would see:\n" + "\n".join(problems)
     by_page = {r.page: r for r in reports}
@@ -111,16 +120,16 @@ def test_sliders_work_without_a_kernel(built_book):
 
 
 @pytest.mark.book
-def test_solutions_hidden_until_clicked_and_both_editions_download(built_book):
+def test_solutions_hidden_until_clicked_and_both_editions_download(site_reports):
     """On every chapter page each exercise has a solution whose code and output stay hidden until the reader clicks
     its button, and the page's two download links resolve: the student edition with one stub per exercise and no
     solution left in it, and the full edition."""
-    _browser_or_skip()
-    pages = check_site.open_solutions(built_book, [f"chapters/{stem}.html" for stem in CHAPTERS])
+    pages = {r.page: r.solutions for r in site_reports}
     for stem in CHAPTERS:
         nb = nbformat.read(str(ROOT / "chapters" / f"{stem}.ipynb"), as_version=4)
         n = len(student_edition.exercises(nb, stem))
         r = pages[f"chapters/{stem}.html"]
+        assert r is not None, f"{stem}: the chapter page was not visited"
         assert r["exercises"] == n == len(r["solutions"]), f"{stem}: {r['exercises']} exercises, " \
             f"{len(r['solutions'])} solutions on the page, {n} in the notebook"
         for s in r["solutions"]:
