@@ -355,7 +355,8 @@ def test_flow_config_refuses_what_chapter_13_cannot_run():
 
     FlowChapterConfig()
     for bad, word in ((dict(toy_nfe=(1, 2, 4, 16)), "toy_nfe"), (dict(toy_nfe=(8, 4)), "toy_nfe"),
-                      (dict(reflow_nfe=(2, 4)), "reflow_nfe"), (dict(nfe=()), "nfe"), (dict(nfe=(1, True)), "nfe"),
+                      (dict(toy_reflow_nfe=(2, 4)), "toy_reflow_nfe"), (dict(nfe=()), "nfe"),
+                      (dict(nfe=(1, True)), "nfe"),
                       (dict(toy_support=10_000), "toy_support"), (dict(toy_eval_samples=9000), "toy_eval_samples"),
                       (dict(toy_path_samples=3000), "toy_path_samples"), (dict(path="straight"), "paths"),
                       (dict(time_sampling="beta"), "time_sampling"), (dict(ddpm_prediction="score"), "prediction")):
@@ -363,4 +364,4 @@ def test_flow_config_refuses_what_chapter_13_cannot_run():
             FlowChapterConfig(**bad)
     for name in ("ci", "cpu", "gpu"):
         F = config.get_profile(name).flow
-        assert 8 in F.toy_nfe and 1 in F.reflow_nfe and F.toy_support <= F.toy_points
+        assert 8 in F.toy_nfe and 1 in F.toy_reflow_nfe and F.toy_support <= F.toy_points

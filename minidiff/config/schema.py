@@ -724,12 +724,14 @@ class FlowChapterConfig(Trains):
     each path of ``toy_paths`` and measures its ``toy_eval_samples`` samples at ``toy_nfe`` Euler steps (8 is the
     step count the text compares) and ``toy_path_samples`` paths of ``toy_path_steps`` steps; then one reflow round:
     ``reflow_pairs`` couplings drawn with ``coupling_steps`` Heun steps, ``reflow_steps`` more training steps at
-    ``reflow_lr``, samples at ``reflow_nfe`` steps (1 among them). The digit part trains chapter 04's U-Net (the profile's ``ddpm`` network) twice with the same
-    optimisation and the same wall-clock budget (``max_seconds``; ``steps`` caps it): once with flow matching on the
-    ``path`` with ``time_sampling`` times, once with chapter 04's DDPM objective (the profile's ``ddpm`` recipe), and
-    compares FID at ``nfe`` network calls on ``n_samples`` samples. The DDPM twin predicts ``ddpm_prediction``
-    (``"v"``: with chapter 04's epsilon the first step of a few-step sampler divides by the nearly zero
-    sqrt(abar) of the chain's last step; the reference run has both). The multi-seed comparison is the reference run
+    ``toy_reflow_lr``, samples at ``toy_reflow_nfe`` steps (1 among them).
+
+    The digit part trains chapter 04's U-Net (the profile's ``ddpm`` network) twice with the same optimisation and
+    the same wall-clock budget (``max_seconds``; ``steps`` caps it): once with flow matching on the ``path`` with
+    ``time_sampling`` times, once with chapter 04's DDPM objective (the profile's ``ddpm`` recipe), and compares FID
+    at ``nfe`` network calls on ``n_samples`` samples. The DDPM twin predicts ``ddpm_prediction`` (``"v"``: with
+    chapter 04's epsilon the first step of a few-step sampler divides by the nearly zero sqrt(abar) of the chain's
+    last step; the reference run has both). The multi-seed comparison is the reference run
     ``flow_vs_ddpm`` (benchmarks/flow_vs_ddpm.py)."""
 
     _SUMMARY = ("toy {toy_dataset} ({toy_points} points), MLP {toy_hidden}x{toy_depth}, {toy_steps} steps, reflow "
@@ -758,8 +760,8 @@ class FlowChapterConfig(Trains):
     toy_path_steps: int = 32
     reflow_pairs: int = 8192
     reflow_steps: int = 1000
-    reflow_lr: float = 1e-3
-    reflow_nfe: tuple[int, ...] = (1, 2, 4)
+    toy_reflow_lr: float = 1e-3
+    toy_reflow_nfe: tuple[int, ...] = (1, 2, 4)
     coupling_steps: int = 16
     dataset: str = "mnist5k"
     path: str = "linear"
@@ -788,7 +790,7 @@ class FlowChapterConfig(Trains):
         if self.ddpm_prediction not in ("eps", "x0", "v"):
             raise ValueError(f"FlowChapterConfig.ddpm_prediction must be 'eps', 'x0' or 'v', got "
                              f"{self.ddpm_prediction!r}")
-        for name, must in (("nfe", None), ("toy_nfe", 8), ("reflow_nfe", 1)):
+        for name, must in (("nfe", None), ("toy_nfe", 8), ("toy_reflow_nfe", 1)):
             ns = getattr(self, name)
             if not ns or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in ns) \
                     or list(ns) != sorted(set(ns)) or (must is not None and must not in ns):
