@@ -358,7 +358,8 @@ def test_flow_config_refuses_what_chapter_13_cannot_run():
                       (dict(toy_reflow_nfe=(2, 4)), "toy_reflow_nfe"), (dict(nfe=()), "nfe"),
                       (dict(nfe=(1, True)), "nfe"),
                       (dict(toy_support=10_000), "toy_support"), (dict(toy_eval_samples=9000), "toy_eval_samples"),
-                      (dict(toy_path_samples=3000), "toy_path_samples"), (dict(path="straight"), "paths"),
+                      (dict(toy_path_samples=3000), "toy_path_samples"), (dict(toy_support=0), "toy_support"),
+                      (dict(toy_exact_steps=-1), "toy_exact_steps"), (dict(coupling_steps=2.5), "coupling_steps"), (dict(path="straight"), "paths"),
                       (dict(time_sampling="beta"), "time_sampling"), (dict(ddpm_prediction="score"), "prediction")):
         with pytest.raises(ValueError, match=word):
             FlowChapterConfig(**bad)

@@ -20,11 +20,16 @@ N_KILLS = 10
 AHEAD = 3   # processes started ahead of their turn
 
 
+_STARTED: list = []   # every process this module started, killed at the end of the test if still running
+
+
 def spawn(ckpt_dir, out):
     """A training process that has done its imports and waits for "go" (it has not touched ``ckpt_dir`` yet): the
     test starts the next one while the current one trains, so the ten restarts do not each wait for torch's import."""
-    return subprocess.Popen([sys.executable, str(TARGET), str(ckpt_dir), str(out), str(STEPS)], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen([sys.executable, str(TARGET), str(ckpt_dir), str(out), str(STEPS)], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _STARTED.append(p)
+    return p
 
 
 def go(p):
@@ -49,11 +54,11 @@ def finish(p):
 def test_sigkill_at_random_points_then_resume_gives_identical_weights(tmp_path):
     # the uninterrupted reference, and how long its training takes (the window the kills are drawn from)
     ckpt = tmp_path / "killed"
-    ref_proc = go(spawn(tmp_path / "ref", tmp_path / "ref.pt"))
-    t0 = time.perf_counter()
-    # the runs to kill import torch ahead of their turn, a few at a time, while the current one trains
-    waiting = collections.deque(spawn(ckpt, tmp_path / "killed.pt") for _ in range(AHEAD))
     try:
+        ref_proc = go(spawn(tmp_path / "ref", tmp_path / "ref.pt"))
+        t0 = time.perf_counter()
+        # the runs to kill import torch ahead of their turn, a few at a time, while the current one trains
+        waiting = collections.deque(spawn(ckpt, tmp_path / "killed.pt") for _ in range(AHEAD))
         finish(ref_proc)
         window = time.perf_counter() - t0
         ref = torch.load(tmp_path / "ref.pt", weights_only=True)
@@ -85,9 +90,12 @@ def test_sigkill_at_random_points_then_resume_gives_identical_weights(tmp_path):
             steps_at_kill.append(load_checkpoint(files[-1])["step"] if files else 0)
         finish(go(waiting.popleft()))
     finally:
-        for w in waiting:               # spares that were never told to go (they have not touched the folder)
-            w.kill()
-            w.communicate()
+        # spares never told to go (they have not touched the folder), or a run left by a failure above
+        for p in _STARTED:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+        _STARTED.clear()
     assert steps_at_kill == sorted(steps_at_kill), steps_at_kill   # resuming always moved forward
     assert len(set(steps_at_kill)) >= N_KILLS // 2, steps_at_kill    # the kills landed at different points
 

@@ -796,6 +796,12 @@ class FlowChapterConfig(Trains):
                     or list(ns) != sorted(set(ns)) or (must is not None and must not in ns):
                 also = f" including {must} (the chapter's text compares at {must})" if must else ""
                 raise ValueError(f"FlowChapterConfig.{name} must be increasing positive ints{also}, got {ns!r}")
+        counts = ("toy_points", "toy_support", "toy_exact_samples", "toy_exact_steps", "toy_eval_samples",
+                  "toy_path_samples", "toy_path_steps", "reflow_pairs", "coupling_steps")
+        small = [f"{k}={getattr(self, k)!r}" for k in counts
+                 if isinstance(getattr(self, k), bool) or not isinstance(getattr(self, k), int) or getattr(self, k) < 1]
+        if small:
+            raise ValueError(f"FlowChapterConfig: {', '.join(small)} must be positive ints")
         if self.toy_support > self.toy_points or self.toy_eval_samples > self.toy_points \
                 or self.toy_path_samples > self.toy_eval_samples:
             raise ValueError(f"FlowChapterConfig: toy_support ({self.toy_support}) and toy_eval_samples "
