@@ -61,7 +61,7 @@ class PageReport:
     n_images: int = 0
     n_links: int = 0
     n_math: int = 0
-    solutions: dict | None = None   # chapter pages, with check_site(solutions=True): what open_solutions returns
+    solutions: dict | None = None   # chapter pages, with check_site(solutions=True): what _solutions returns
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -136,7 +136,7 @@ def check_site(root, pages=None, screenshots: dict | None = None, repo_url: str 
     """Check ``pages`` (paths relative to ``root``; default every ``*.html`` outside ``_static``) and return
     one :class:`PageReport` per page. ``screenshots`` maps page -> PNG path to save. ``repo_url`` enables the
     Colab launch-button check on ``chapters/*.html``. ``solutions``: on each chapter page, after the checks and the
-    screenshot, also click every exercise's solution open and fetch the two download links (:func:`open_solutions`;
+    screenshot, also click every exercise's solution open and fetch the two download links (:func:`_solutions`;
     the result in ``PageReport.solutions``), in the same visit."""
     from playwright.sync_api import sync_playwright
 
@@ -293,6 +293,10 @@ def _page(root, page: str, chromium: str | None = None):
 
 
 def _solutions(tab) -> dict:
+    """On an open chapter page, for every exercise's solution (sphinx-exercise's ``.solution.dropdown``): whether its
+    code cells are visible before and after a reader clicks its button; then the page's student- and full-edition
+    download links fetched as the browser would. Returns ``{"solutions": [{"label", "before", "after", "cells"}],
+    "exercises": n, "student": {"href", "status", "body"}, "full": {...}}`` (a missing link is None)."""
     out = {"solutions": [], "exercises": tab.locator(".exercise.admonition").count()}
     for sol in tab.locator(".solution.dropdown").all():
         cells = sol.locator(".cell")
@@ -310,17 +314,6 @@ def _solutions(tab) -> dict:
             resp = tab.request.get(urljoin(tab.url, href))
             out[edition] = {"href": href, "status": resp.status, "body": resp.text() if resp.ok else ""}
     return out
-
-
-def open_solutions(root, page: str, chromium: str | None = None) -> dict:
-    """Open ``page`` of the built site and, for every exercise's solution (sphinx-exercise's ``.solution.dropdown``),
-    read whether its code cells are visible before and after a reader clicks its button; then fetch the page's
-    student- and full-edition download links as the browser would. Returns ``{"solutions": [{"label", "before",
-    "after", "cells"}], "exercises": n, "student": {"href", "status", "body"}, "full": {...}}`` (``before`` and
-    ``after``: whether any of the solution's cells is visible; a link that is missing is None).
-    :func:`check_site` with ``solutions=True`` does the same on every chapter page during its visit."""
-    with _page(root, page, chromium) as tab:
-        return _solutions(tab)
 
 
 if __name__ == "__main__":

@@ -363,6 +363,3 @@ def test_flow_config_refuses_what_chapter_13_cannot_run():
                       (dict(time_sampling="beta"), "time_sampling"), (dict(ddpm_prediction="score"), "prediction")):
         with pytest.raises(ValueError, match=word):
             FlowChapterConfig(**bad)
-    for name in ("ci", "cpu", "gpu"):
-        F = config.get_profile(name).flow
-        assert 8 in F.toy_nfe and 1 in F.toy_reflow_nfe and F.toy_support <= F.toy_points
